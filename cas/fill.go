@@ -1,0 +1,446 @@
+package cas
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// FetchFunc opens the source of a blob's bytes starting at offset. It returns
+// the body, the offset the body really starts at (0 when the source ignored
+// the range) and the blob's total size (-1 when unknown).
+type FetchFunc func(ctx context.Context, offset int64) (body io.ReadCloser, start, total int64, err error)
+
+// ErrFillStalled is the error of an upstream read that got no byte for the
+// idle timeout.
+var ErrFillStalled = errors.New("upstream sent no data within the idle timeout")
+
+// Filler runs at most one fill per digest: the first miss starts an upstream
+// fetch into the store's ingest path, and every reader of that digest follows
+// the bytes as they land. A fill runs detached from the request that started
+// it; when every client has gone it still completes (the cache wants the
+// bytes), bounded by the idle timeout and the retry budget.
+type Filler struct {
+	store BlobStore
+	// Idle aborts and resumes an upstream read that sends nothing for this long.
+	Idle time.Duration
+	// Attempts bounds consecutive upstream attempts without progress.
+	Attempts int
+	// Backoff is the wait between attempts.
+	Backoff time.Duration
+	// OnEvent, when set, is told about fill starts, retries and ends (metrics, logs).
+	OnEvent func(ev FillEvent)
+
+	mu    sync.Mutex
+	fills map[digest.Digest]*Fill
+}
+
+// FillEvent describes a change in a fill's life.
+type FillEvent struct {
+	Digest  digest.Digest
+	Kind    string // "start", "retry", "done", "failed"
+	Offset  int64
+	Err     error
+	Elapsed time.Duration
+}
+
+// NewFiller returns a Filler writing into store.
+func NewFiller(store BlobStore) *Filler {
+	return &Filler{store: store, Idle: 30 * time.Second, Attempts: 4, Backoff: 200 * time.Millisecond, fills: map[digest.Digest]*Fill{}}
+}
+
+// InFlight returns the number of fills running.
+func (f *Filler) InFlight() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.fills)
+}
+
+// Lookup returns the running fill of dgst, if any.
+func (f *Filler) Lookup(dgst digest.Digest) *Fill {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fills[dgst]
+}
+
+// Start joins the running fill of desc.Digest or starts one with fetch.
+// desc.Size is -1 when unknown. The caller must check the store first: Start
+// always fetches when no fill runs.
+func (f *Filler) Start(desc ocispec.Descriptor, fetch FetchFunc) *Fill {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fl, ok := f.fills[desc.Digest]; ok {
+		return fl
+	}
+	fl := &Fill{
+		desc:   desc,
+		size:   desc.Size,
+		ready:  make(chan struct{}),
+		done:   make(chan struct{}),
+		notify: make(chan struct{}),
+		refs:   1,
+	}
+	f.fills[desc.Digest] = fl
+	go f.run(fl, fetch)
+	return fl
+}
+
+func (f *Filler) event(ev FillEvent) {
+	if f.OnEvent != nil {
+		f.OnEvent(ev)
+	}
+}
+
+func (f *Filler) run(fl *Fill, fetch FetchFunc) {
+	began := time.Now()
+	ctx := context.Background()
+	f.event(FillEvent{Digest: fl.desc.Digest, Kind: "start"})
+	desc, err := f.fill(ctx, fl, fetch)
+	f.mu.Lock()
+	delete(f.fills, fl.desc.Digest)
+	f.mu.Unlock()
+	fl.finish(desc, err)
+	if err != nil {
+		f.event(FillEvent{Digest: fl.desc.Digest, Kind: "failed", Err: err, Offset: fl.Written(), Elapsed: time.Since(began)})
+	} else {
+		f.event(FillEvent{Digest: fl.desc.Digest, Kind: "done", Offset: desc.Size, Elapsed: time.Since(began)})
+	}
+}
+
+func (f *Filler) fill(ctx context.Context, fl *Fill, fetch FetchFunc) (ocispec.Descriptor, error) {
+	w, err := f.store.Writer(ctx, fl.desc)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	defer w.Abort()
+	ra, err := w.OpenReader()
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	fl.setReader(ra)
+
+	buf := make([]byte, 1<<20)
+	failures := 0
+	var lastErr error
+	for {
+		off := w.Offset()
+		if fl.size >= 0 && off == fl.size && off > 0 {
+			break
+		}
+		if failures >= f.Attempts {
+			return ocispec.Descriptor{}, lastErr
+		}
+		if failures > 0 {
+			f.event(FillEvent{Digest: fl.desc.Digest, Kind: "retry", Offset: off, Err: lastErr})
+			time.Sleep(f.Backoff * time.Duration(failures))
+		}
+		body, start, total, err := fetch(ctx, off)
+		if err != nil {
+			if off == 0 || !Retryable(err) {
+				// Nothing yet, or the upstream said no: report its answer.
+				return ocispec.Descriptor{}, err
+			}
+			failures++
+			lastErr = err
+			continue
+		}
+		if total >= 0 {
+			if fl.size >= 0 && total != fl.size {
+				body.Close()
+				return ocispec.Descriptor{}, fmt.Errorf("blob %s: upstream size %d, want %d: %w", fl.desc.Digest, total, fl.size, ErrSizeMismatch)
+			}
+			fl.setSize(total)
+		} else if off == 0 {
+			fl.setSize(-1)
+		}
+		n, err := f.copyBody(fl, w, body, start, off, buf)
+		body.Close()
+		if err == nil {
+			if fl.size < 0 || w.Offset() == fl.size {
+				break
+			}
+			err = fmt.Errorf("upstream body ended at %d of %d bytes: %w", w.Offset(), fl.size, io.ErrUnexpectedEOF)
+		}
+		if errors.Is(err, ErrSizeMismatch) {
+			return ocispec.Descriptor{}, err
+		}
+		if n > 0 {
+			failures = 0
+		}
+		failures++
+		lastErr = err
+	}
+	return w.Commit(ctx)
+}
+
+// copyBody appends body (which starts at start) to w from offset off,
+// discarding what w already has, resetting the idle timer on each read.
+func (f *Filler) copyBody(fl *Fill, w Writer, body io.ReadCloser, start, off int64, buf []byte) (int64, error) {
+	var stalled bool
+	var mu sync.Mutex
+	timer := time.AfterFunc(f.Idle, func() {
+		mu.Lock()
+		stalled = true
+		mu.Unlock()
+		body.Close()
+	})
+	defer timer.Stop()
+	skip := off - start
+	var n int64
+	for {
+		m, err := body.Read(buf)
+		timer.Reset(f.Idle)
+		p := buf[:m]
+		if skip > 0 {
+			d := min(int64(len(p)), skip)
+			p = p[d:]
+			skip -= d
+		}
+		if len(p) > 0 {
+			if _, werr := w.Write(p); werr != nil {
+				return n, werr
+			}
+			n += int64(len(p))
+			fl.advance(w.Offset())
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			mu.Lock()
+			s := stalled
+			mu.Unlock()
+			if s {
+				return n, fmt.Errorf("blob %s at %d: %w", fl.desc.Digest, w.Offset(), ErrFillStalled)
+			}
+			return n, err
+		}
+	}
+}
+
+// Retryable reports whether an upstream error may go away on a new attempt.
+// Errors that implement `Temporary() bool` decide for themselves; everything
+// else (network resets, stalls) is retried.
+func Retryable(err error) bool {
+	var t interface{ Temporary() bool }
+	if errors.As(err, &t) {
+		return t.Temporary()
+	}
+	return true
+}
+
+// Fill is one blob being fetched into the store. Readers follow it.
+type Fill struct {
+	desc ocispec.Descriptor
+
+	mu        sync.Mutex
+	size      int64
+	sizeKnown bool
+	written   int64
+	notify    chan struct{}
+	ready     chan struct{}
+	readyOnce sync.Once
+	done      chan struct{}
+	err       error
+	result    ocispec.Descriptor
+	ra        ReaderAtCloser
+	refs      int
+}
+
+// Digest returns the digest being filled.
+func (fl *Fill) Digest() digest.Digest { return fl.desc.Digest }
+
+func (fl *Fill) setReader(ra ReaderAtCloser) {
+	fl.mu.Lock()
+	fl.ra = ra
+	fl.mu.Unlock()
+}
+
+func (fl *Fill) setSize(n int64) {
+	fl.mu.Lock()
+	fl.size = n
+	fl.sizeKnown = true
+	fl.mu.Unlock()
+	fl.readyOnce.Do(func() { close(fl.ready) })
+}
+
+func (fl *Fill) advance(n int64) {
+	fl.mu.Lock()
+	fl.written = n
+	ch := fl.notify
+	fl.notify = make(chan struct{})
+	fl.mu.Unlock()
+	close(ch)
+}
+
+func (fl *Fill) finish(desc ocispec.Descriptor, err error) {
+	fl.mu.Lock()
+	fl.err = err
+	fl.result = desc
+	if err == nil {
+		fl.size = desc.Size
+		fl.sizeKnown = true
+		fl.written = desc.Size
+	}
+	ch := fl.notify
+	fl.notify = make(chan struct{})
+	fl.mu.Unlock()
+	close(ch)
+	fl.readyOnce.Do(func() { close(fl.ready) })
+	close(fl.done)
+	fl.release()
+}
+
+func (fl *Fill) release() {
+	fl.mu.Lock()
+	fl.refs--
+	var ra ReaderAtCloser
+	if fl.refs == 0 {
+		ra, fl.ra = fl.ra, nil
+	}
+	fl.mu.Unlock()
+	if ra != nil {
+		ra.Close()
+	}
+}
+
+// Ready waits until the blob's size is known (the upstream answered) or the
+// fill failed. Size is -1 when the upstream did not say.
+func (fl *Fill) Ready(ctx context.Context) (int64, error) {
+	select {
+	case <-fl.ready:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if fl.err != nil && !fl.sizeKnown {
+		return 0, fl.err
+	}
+	return fl.size, nil
+}
+
+// Wait waits for the fill to end and returns the committed descriptor.
+func (fl *Fill) Wait(ctx context.Context) (ocispec.Descriptor, error) {
+	select {
+	case <-fl.done:
+	case <-ctx.Done():
+		return ocispec.Descriptor{}, ctx.Err()
+	}
+	return fl.result, fl.err
+}
+
+// Done is closed when the fill has ended.
+func (fl *Fill) Done() <-chan struct{} { return fl.done }
+
+// Written returns the number of bytes on disk so far.
+func (fl *Fill) Written() int64 {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	return fl.written
+}
+
+// NewReader returns a reader of [off, off+n) that follows the fill: it
+// returns bytes as soon as they are on disk and blocks for the rest. n < 0
+// reads to the end. If the fill fails the reader returns its error, so a
+// client sees a broken transfer, never a clean short one.
+func (fl *Fill) NewReader(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	fl.mu.Lock()
+	if fl.ra == nil {
+		fl.mu.Unlock()
+		// Not started writing yet (or all readers gone after the end):
+		// wait for the writer or the result.
+		select {
+		case <-fl.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		fl.mu.Lock()
+		if fl.ra == nil {
+			err := fl.err
+			fl.mu.Unlock()
+			if err == nil {
+				err = errFillGone
+			}
+			return nil, err
+		}
+	}
+	fl.refs++
+	fl.mu.Unlock()
+	end := int64(-1)
+	if n >= 0 {
+		end = off + n
+	}
+	return &fillReader{fl: fl, ctx: ctx, pos: off, end: end}, nil
+}
+
+// errFillGone is returned when a fill ended before a reader could attach; the
+// caller reads the committed blob from the store instead.
+var errFillGone = errors.New("fill already ended")
+
+// ErrFillGone reports whether err means the fill ended before the reader attached.
+func ErrFillGone(err error) bool { return errors.Is(err, errFillGone) }
+
+type fillReader struct {
+	fl     *Fill
+	ctx    context.Context
+	pos    int64
+	end    int64
+	closed bool
+}
+
+func (r *fillReader) Read(p []byte) (int, error) {
+	if r.end >= 0 && r.pos >= r.end {
+		return 0, io.EOF
+	}
+	for {
+		fl := r.fl
+		fl.mu.Lock()
+		avail, err, ch, ra := fl.written, fl.err, fl.notify, fl.ra
+		ended := fl.result.Digest != "" || err != nil
+		fl.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		if r.pos < avail {
+			m := avail - r.pos
+			if r.end >= 0 {
+				m = min(m, r.end-r.pos)
+			}
+			if int64(len(p)) > m {
+				p = p[:m]
+			}
+			k, rerr := ra.ReadAt(p, r.pos)
+			r.pos += int64(k)
+			if rerr == io.EOF && k > 0 {
+				rerr = nil
+			}
+			return k, rerr
+		}
+		if ended {
+			if r.end >= 0 && r.pos < r.end {
+				return 0, io.ErrUnexpectedEOF
+			}
+			return 0, io.EOF
+		}
+		select {
+		case <-ch:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+}
+
+func (r *fillReader) Close() error {
+	if !r.closed {
+		r.closed = true
+		r.fl.release()
+	}
+	return nil
+}

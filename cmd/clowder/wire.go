@@ -1,0 +1,117 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/rs/zerolog"
+	"golang.org/x/term"
+
+	"github.com/clowder-dev/clowder/cas"
+	"github.com/clowder-dev/clowder/config"
+	"github.com/clowder-dev/clowder/proxy"
+	"github.com/clowder-dev/clowder/upstream"
+	"github.com/clowder-dev/clowder/upstream/oci"
+)
+
+// app is everything a subcommand needs, wired from the config.
+type app struct {
+	cfg    *config.Config
+	log    zerolog.Logger
+	store  *cas.Layout
+	filler *cas.Filler
+	router *upstream.Router
+	proxy  *proxy.Proxy
+}
+
+func newLogger(level string, w io.Writer) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+// credentials returns an upstream's credentials: the config's, else those
+// for the URL's host in ~/.docker/config.json (Docker Hub's are stored under
+// https://index.docker.io/v1/).
+func credentials(u config.Upstream) oci.Credentials {
+	return func(host string) (string, string, bool) {
+		if u.Username != "" {
+			return u.Username, u.Password, true
+		}
+		h := host
+		if upstream.IsDockerHub(u) {
+			h = name.DefaultRegistry
+		}
+		reg, err := name.NewRegistry(h, name.WeakValidation)
+		if err != nil {
+			return "", "", false
+		}
+		a, err := authn.DefaultKeychain.Resolve(reg)
+		if err != nil || a == authn.Anonymous {
+			return "", "", false
+		}
+		cfg, err := a.Authorization()
+		if err != nil || cfg.Username == "" {
+			return "", "", false
+		}
+		return cfg.Username, cfg.Password, true
+	}
+}
+
+func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
+	log := newLogger(cfg.LogLevel, logOut)
+	store, err := cas.OpenLayout(cfg.Root)
+	if err != nil {
+		return nil, err
+	}
+	filler := cas.NewFiller(store)
+	filler.Idle = time.Duration(cfg.FillIdleTimeout)
+	filler.OnEvent = func(ev cas.FillEvent) {
+		switch ev.Kind {
+		case "start":
+			log.Debug().Str("digest", ev.Digest.String()).Msg("fill started")
+		case "retry":
+			log.Warn().Str("digest", ev.Digest.String()).Int64("offset", ev.Offset).AnErr("cause", ev.Err).Msg("fill resuming")
+		case "done":
+			log.Info().Str("digest", ev.Digest.String()).Int64("bytes", ev.Offset).Dur("duration", ev.Elapsed).Msg("fill committed")
+		case "failed":
+			log.Warn().Str("digest", ev.Digest.String()).Int64("offset", ev.Offset).AnErr("cause", ev.Err).Msg("fill failed")
+		}
+	}
+	transport := upstream.NewTransport()
+	var ups []*upstream.Upstream
+	for _, u := range cfg.Upstreams {
+		up := &upstream.Upstream{Upstream: u}
+		switch u.Type {
+		case config.TypeOCI:
+			c, err := oci.New(u.URL, oci.Options{Name: u.Name, Transport: transport, Credentials: credentials(u), UserAgent: "clowder/" + version})
+			if err != nil {
+				return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+			}
+			up.Source = c
+		case config.TypeOllama:
+			c, err := oci.New(u.URL, oci.Options{Name: u.Name, Transport: transport, Credentials: credentials(u), UserAgent: "clowder/" + version,
+				Accept: []string{oci.MediaTypeDockerManifest}, NoHEAD: true})
+			if err != nil {
+				return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+			}
+			up.Source = c
+		}
+		ups = append(ups, up)
+	}
+	router := upstream.NewRouter(ups)
+	p := proxy.New(store, filler, router, proxy.Options{
+		RevalidateTimeout: time.Duration(cfg.RevalidateTimeout),
+		UpstreamTimeout:   time.Duration(cfg.UpstreamTimeout),
+	})
+	return &app{cfg: cfg, log: log, store: store, filler: filler, router: router, proxy: p}, nil
+}

@@ -1,0 +1,268 @@
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Upstream types.
+const (
+	TypeOCI         = "oci"
+	TypeOllama      = "ollama"
+	TypeHuggingFace = "huggingface"
+)
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// DefaultYAML returns the embedded default configuration file.
+func DefaultYAML() []byte { return bytes.Clone(defaultYAML) }
+
+// Config is the whole configuration of a Clowder process.
+type Config struct {
+	// Listen is the address the registry listener binds, host:port.
+	Listen string `yaml:"listen"`
+	// Root is the directory holding the OCI image layout (the cache).
+	Root string `yaml:"root"`
+	// Upstreams are the registries Clowder pulls through to.
+	Upstreams []Upstream `yaml:"upstreams"`
+	// UpstreamTimeout bounds one whole upstream request for a cold object.
+	UpstreamTimeout Duration `yaml:"upstream_timeout"`
+	// RevalidateTimeout bounds the wait for an upstream answer when a cached
+	// copy exists and could be served instead (upstream down or slow).
+	RevalidateTimeout Duration `yaml:"revalidate_timeout"`
+	// FillIdleTimeout aborts (and resumes) an upstream blob fetch that sends
+	// no byte for this long.
+	FillIdleTimeout Duration `yaml:"fill_idle_timeout"`
+	// LogLevel is one of debug, info, warn, error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Upstream is one registry Clowder pulls through to.
+type Upstream struct {
+	// Name is the path prefix and ?ns= value; names in index.json start with it.
+	Name string `yaml:"name"`
+	// Type is oci, ollama or huggingface.
+	Type string `yaml:"type"`
+	// URL is the base URL of the upstream (scheme and host, no path).
+	URL string `yaml:"url"`
+	// Default makes this upstream serve names with no known prefix.
+	Default bool `yaml:"default"`
+	// TagTTL is how long a tag->digest answer is trusted before a HEAD
+	// revalidates it; 0 revalidates on every request.
+	TagTTL *Duration `yaml:"tag_ttl"`
+	// Username and Password authenticate to the upstream; when empty the
+	// credentials for the URL's host in ~/.docker/config.json are used.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// Aliases are further ?ns= values that mean this upstream.
+	Aliases []string `yaml:"aliases"`
+}
+
+// DefaultTagTTL is used when an upstream sets no tag_ttl.
+const DefaultTagTTL = 5 * time.Minute
+
+// TTL returns the upstream's tag TTL.
+func (u Upstream) TTL() time.Duration {
+	if u.TagTTL == nil {
+		return DefaultTagTTL
+	}
+	return time.Duration(*u.TagTTL)
+}
+
+// Host returns the host[:port] of the upstream URL.
+func (u Upstream) Host() string {
+	p, err := url.Parse(u.URL)
+	if err != nil {
+		return ""
+	}
+	return p.Host
+}
+
+// Duration is a time.Duration that reads from YAML as "5m", "30s" or 0.
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	if s == "0" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (like 30s, 5m)", n.Line, s)
+	}
+	if v < 0 {
+		return fmt.Errorf("line %d: duration %q is negative", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Default returns the embedded default configuration.
+func Default() *Config {
+	c, err := Parse(defaultYAML)
+	if err != nil {
+		panic("embedded default config: " + err.Error())
+	}
+	return c
+}
+
+// Load reads and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML strictly (unknown keys are errors), fills defaults and
+// validates the result.
+func Parse(b []byte) (*Config, error) {
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, errEOF()) {
+		return nil, cleanYAMLError(err)
+	}
+	c.fillDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func errEOF() error { return ioEOF }
+
+func cleanYAMLError(err error) error {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n")
+	msg = strings.TrimSpace(msg)
+	// "line 3: field foo not found in type config.Config" -> name the key.
+	if i := strings.Index(msg, "field "); i >= 0 && strings.Contains(msg, " not found in type ") {
+		rest := msg[i+len("field "):]
+		key := rest[:strings.Index(rest, " ")]
+		line := strings.TrimSuffix(msg[:i], ": ")
+		return fmt.Errorf("unknown key %q (%s)", key, line)
+	}
+	if j := strings.Index(msg, "\n"); j >= 0 {
+		msg = msg[:j]
+	}
+	return errors.New(msg)
+}
+
+func (c *Config) fillDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:5000"
+	}
+	if c.Root == "" {
+		c.Root = "./clowder-data"
+	}
+	if c.UpstreamTimeout == 0 {
+		c.UpstreamTimeout = Duration(30 * time.Minute)
+	}
+	if c.RevalidateTimeout == 0 {
+		c.RevalidateTimeout = Duration(5 * time.Second)
+	}
+	if c.FillIdleTimeout == 0 {
+		c.FillIdleTimeout = Duration(30 * time.Second)
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	for i := range c.Upstreams {
+		if c.Upstreams[i].Type == "" {
+			c.Upstreams[i].Type = TypeOCI
+		}
+	}
+}
+
+var componentRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$`)
+
+// ValidComponent reports whether s is one valid OCI repository path component.
+func ValidComponent(s string) bool { return componentRE.MatchString(s) }
+
+// Validate checks the configuration and returns a one-line error naming the
+// offending key.
+func (c *Config) Validate() error {
+	if _, _, err := splitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen: %q: %v", c.Listen, err)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	seen := map[string]bool{}
+	def := ""
+	for i, u := range c.Upstreams {
+		key := fmt.Sprintf("upstreams[%d]", i)
+		if u.Name == "" {
+			return fmt.Errorf("%s.name: missing", key)
+		}
+		key = fmt.Sprintf("upstreams[%d] (%s)", i, u.Name)
+		if !ValidComponent(u.Name) {
+			return fmt.Errorf("%s.name: %q is not one OCI path component (lower-case letters, digits, '.', '_', '-'; no port)", key, u.Name)
+		}
+		for _, n := range append([]string{u.Name}, u.Aliases...) {
+			if seen[n] {
+				return fmt.Errorf("%s.name: %q is used twice", key, n)
+			}
+			seen[n] = true
+		}
+		switch u.Type {
+		case TypeOCI, TypeOllama, TypeHuggingFace:
+		default:
+			return fmt.Errorf("%s.type: %q is not one of oci, ollama, huggingface", key, u.Type)
+		}
+		p, err := url.Parse(u.URL)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || (p.Path != "" && p.Path != "/") || p.RawQuery != "" || p.User != nil {
+			return fmt.Errorf("%s.url: %q is not an http(s) URL of a host (like https://registry-1.docker.io)", key, u.URL)
+		}
+		c.Upstreams[i].URL = strings.TrimSuffix(u.URL, "/")
+		if u.Default {
+			if u.Type == TypeHuggingFace {
+				return fmt.Errorf("%s.default: a huggingface upstream cannot be the default OCI upstream", key)
+			}
+			if def != "" {
+				return fmt.Errorf("%s.default: %q is already the default upstream", key, def)
+			}
+			def = u.Name
+		}
+		if (u.Username == "") != (u.Password == "") {
+			return fmt.Errorf("%s.password: username and password go together", key)
+		}
+	}
+	return nil
+}
+
+// DefaultUpstream returns the upstream marked default, or nil.
+func (c *Config) DefaultUpstream() *Upstream {
+	for i := range c.Upstreams {
+		if c.Upstreams[i].Default {
+			return &c.Upstreams[i]
+		}
+	}
+	return nil
+}

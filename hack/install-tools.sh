@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Install the pinned real OCI clients used by Clowder's end-to-end tests into a
+# cache OUTSIDE the repo, keyed by version. Idempotent: a tool whose pinned
+# version is already installed is skipped, so a second run takes seconds.
+#
+#   hack/install-tools.sh [all|go|apt|crane|oras|regctl|registry|skopeo|containerd]...
+#
+# Layout (TOOLS_DIR defaults to $HOME/.cache/clowder/tools):
+#   $TOOLS_DIR/versions/<tool>@<version>/<binary>   real Go-built binaries
+#   $TOOLS_DIR/bin/<binary>                         symlink to the pinned version
+# Debian-packaged tools (skopeo, containerd, ctr) are installed with apt-get
+# (skipped when the binaries already exist) and symlinked into $TOOLS_DIR/bin.
+#
+# Versions are normally passed in by tools.mk; the defaults below must match.
+set -euo pipefail
+
+TOOLS_DIR="${TOOLS_DIR:-$HOME/.cache/clowder/tools}"
+CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
+ORAS_VERSION="${ORAS_VERSION:-v1.3.6}"
+REGCTL_VERSION="${REGCTL_VERSION:-v0.11.7}"
+REGISTRY_VERSION="${REGISTRY_VERSION:-v3.1.2}"
+GO="${GO:-go}"
+
+BIN_DIR="$TOOLS_DIR/bin"
+VER_DIR="$TOOLS_DIR/versions"
+mkdir -p "$BIN_DIR" "$VER_DIR"
+
+log() { printf 'install-tools: %s\n' "$*" >&2; }
+
+# Serialise concurrent runs (e.g. two `make tools` at once) on one cache.
+if [[ -z "${_CLOWDER_TOOLS_LOCKED:-}" ]] && command -v flock >/dev/null 2>&1; then
+	export _CLOWDER_TOOLS_LOCKED=1
+	exec flock "$TOOLS_DIR/.lock" bash "$0" "$@"
+fi
+
+# link NAME TARGET: point $BIN_DIR/NAME at TARGET (atomically).
+link() {
+	local name=$1 target=$2
+	if [[ "$(readlink "$BIN_DIR/$name" 2>/dev/null || true)" != "$target" ]]; then
+		ln -sfn "$target" "$BIN_DIR/.$name.tmp"
+		mv -Tf "$BIN_DIR/.$name.tmp" "$BIN_DIR/$name"
+	fi
+}
+
+# go_tool NAME PKG VERSION: go install PKG@VERSION into versions/NAME@VERSION.
+go_tool() {
+	local name=$1 pkg=$2 version=$3
+	local dir="$VER_DIR/$name@$version"
+	if [[ -x "$dir/$name" && -f "$dir/.ok" ]]; then
+		link "$name" "$dir/$name"
+		log "$name $version: already installed"
+		return 0
+	fi
+	local tmp="$dir.tmp.$$" start=$SECONDS
+	rm -rf "$tmp"
+	mkdir -p "$tmp"
+	log "$name $version: go install $pkg@$version (this can take minutes)"
+	# Build outside any module so the repo's go.mod/GOFLAGS cannot interfere.
+	# CGO off: static binaries, no C toolchain needed.
+	if ! (cd / && GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS= "$GO" install "$pkg@$version"); then
+		rm -rf "$tmp"
+		log "$name $version: BUILD FAILED"
+		return 1
+	fi
+	printf '%s@%s\nbuilt in %ss with %s\n' "$pkg" "$version" "$((SECONDS - start))" \
+		"$("$GO" version)" >"$tmp/.ok"
+	rm -rf "$dir"
+	mv "$tmp" "$dir"
+	link "$name" "$dir/$name"
+	log "$name $version: built in $((SECONDS - start))s"
+}
+
+APT_UPDATED=
+apt_install() {
+	local sudo=
+	if [[ $(id -u) -ne 0 ]]; then
+		command -v sudo >/dev/null 2>&1 || { log "need root (or sudo) to apt-get install $*"; return 1; }
+		sudo=sudo
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	# Try without refreshing the lists first; `apt-get update` once on failure
+	# or when there are no lists at all (fresh machine).
+	if [[ -z "$APT_UPDATED" ]] && ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+		$sudo apt-get update -qq && APT_UPDATED=1
+	fi
+	if ! $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null; then
+		[[ -n "$APT_UPDATED" ]] && return 1
+		$sudo apt-get update -qq && APT_UPDATED=1
+		$sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+	fi
+}
+
+# apt_tool PACKAGE BINARY...: ensure the binaries exist, link them into bin/.
+apt_tool() {
+	local pkg=$1; shift
+	local b missing=
+	for b in "$@"; do
+		[[ -x "/usr/bin/$b" ]] || missing=1
+	done
+	if [[ -n "$missing" ]]; then
+		log "$pkg: apt-get install $pkg"
+		apt_install "$pkg"
+	else
+		log "$pkg: already installed ($(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || echo '?'))"
+	fi
+	for b in "$@"; do
+		[[ -x "/usr/bin/$b" ]] || { log "$pkg: /usr/bin/$b missing after install"; return 1; }
+		link "$b" "/usr/bin/$b"
+	done
+}
+
+install_one() {
+	case $1 in
+	crane) go_tool crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION" ;;
+	oras) go_tool oras oras.land/oras/cmd/oras "$ORAS_VERSION" ;;
+	regctl) go_tool regctl github.com/regclient/regclient/cmd/regctl "$REGCTL_VERSION" ;;
+	registry) go_tool registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION" ;;
+	skopeo) apt_tool skopeo skopeo ;;
+	containerd) apt_tool containerd containerd ctr ;;
+	go) for t in crane oras regctl registry; do install_one "$t"; done ;;
+	apt) for t in skopeo containerd; do install_one "$t"; done ;;
+	all) install_one go; install_one apt ;;
+	*) log "unknown tool: $1"; return 2 ;;
+	esac
+}
+
+[[ $# -gt 0 ]] || set -- all
+for t in "$@"; do
+	install_one "$t"
+done

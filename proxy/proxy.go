@@ -1,0 +1,575 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/clowder-dev/clowder/cas"
+	"github.com/clowder-dev/clowder/upstream"
+	"github.com/clowder-dev/clowder/upstream/oci"
+)
+
+// Errors for bad client input.
+var (
+	ErrInvalidTag      = errors.New("invalid tag")
+	ErrInvalidName     = errors.New("invalid repository name")
+	ErrManifestUnknown = errors.New("manifest unknown")
+	ErrBlobUnknown     = errors.New("blob unknown")
+	// ErrNoSource means the routed upstream does not serve this API.
+	ErrNoSource = errors.New("this upstream does not serve the OCI API")
+)
+
+var (
+	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+	nameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+)
+
+// ValidName reports whether s is a valid OCI repository name.
+func ValidName(s string) bool { return len(s) <= 4096 && nameRE.MatchString(s) }
+
+// ValidTag reports whether s is a valid tag.
+func ValidTag(s string) bool { return tagRE.MatchString(s) }
+
+// Options tune a Proxy.
+type Options struct {
+	// RevalidateTimeout bounds the wait for the upstream when a cached copy
+	// could be served instead.
+	RevalidateTimeout time.Duration
+	// UpstreamTimeout bounds manifest and metadata requests for cold objects.
+	UpstreamTimeout time.Duration
+	// FarRange is how far past a running fill's write point a range must
+	// start to be served by a ranged upstream request of its own.
+	FarRange int64
+	// Now returns the time (tests).
+	Now func() time.Time
+}
+
+// Proxy is the pull-through cache: names and blobs come from the store when
+// held and fresh, else from the routed upstream through the one filler.
+type Proxy struct {
+	store  cas.Store
+	filler *cas.Filler
+	router *upstream.Router
+	opts   Options
+
+	sf singleflight.Group
+
+	mu        sync.Mutex
+	confirmed map[string]time.Time
+}
+
+// New returns a Proxy.
+func New(store cas.Store, filler *cas.Filler, router *upstream.Router, opts Options) *Proxy {
+	if opts.RevalidateTimeout == 0 {
+		opts.RevalidateTimeout = 5 * time.Second
+	}
+	if opts.UpstreamTimeout == 0 {
+		opts.UpstreamTimeout = 5 * time.Minute
+	}
+	if opts.FarRange == 0 {
+		opts.FarRange = 64 << 20
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Proxy{store: store, filler: filler, router: router, opts: opts, confirmed: map[string]time.Time{}}
+}
+
+// Router returns the proxy's router.
+func (p *Proxy) Router() *upstream.Router { return p.router }
+
+// Store returns the proxy's store.
+func (p *Proxy) Store() cas.Store { return p.store }
+
+// Filler returns the proxy's filler.
+func (p *Proxy) Filler() *cas.Filler { return p.filler }
+
+// Manifest is a manifest answer.
+type Manifest struct {
+	Desc ocispec.Descriptor
+	Body []byte
+	// Hit is true when served from the cache without fetching it.
+	Hit bool
+	// Stale is true when the upstream could not confirm a cached tag.
+	Stale bool
+}
+
+// IsDigest reports whether ref looks like a digest rather than a tag.
+func IsDigest(ref string) bool { return strings.Contains(ref, ":") }
+
+// GetManifest returns the manifest ref (tag or digest) of the routed repository.
+func (p *Proxy) GetManifest(ctx context.Context, rt upstream.Route, ref string) (Manifest, error) {
+	if IsDigest(ref) {
+		d := digest.Digest(ref)
+		if err := cas.ValidateDigest(d); err != nil {
+			return Manifest{}, err
+		}
+		return p.manifestByDigest(ctx, rt, d)
+	}
+	if !ValidTag(ref) {
+		return Manifest{}, fmt.Errorf("%q: %w", ref, ErrInvalidTag)
+	}
+	return p.manifestByTag(ctx, rt, ref)
+}
+
+func (p *Proxy) manifestByDigest(ctx context.Context, rt upstream.Route, d digest.Digest) (Manifest, error) {
+	if m, err := p.cachedManifest(ctx, d, ""); err == nil {
+		m.Hit = true
+		return m, nil
+	}
+	v, err, _ := p.sf.Do("m:"+string(d), func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.UpstreamTimeout)
+		defer cancel()
+		desc, body, err := rt.Upstream.Source.Manifest(ctx, rt.Repo, string(d))
+		if err != nil {
+			return nil, err
+		}
+		if err := p.storeManifest(ctx, rt.Name+"@"+string(d), rt, desc, body); err != nil {
+			return nil, err
+		}
+		return Manifest{Desc: desc, Body: body}, nil
+	})
+	if err != nil {
+		return Manifest{}, mapNotFound(err, ErrManifestUnknown)
+	}
+	return v.(Manifest), nil
+}
+
+// cachedManifest reads a held manifest. mediaType, when known from a
+// descriptor, wins; else the media type recorded at fill time in index.json;
+// else the body's own.
+func (p *Proxy) cachedManifest(ctx context.Context, d digest.Digest, mediaType string) (Manifest, error) {
+	body, err := cas.ReadAll(ctx, p.store, d, oci.MaxManifestSize)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if mediaType == "" {
+		mediaType = p.recordedMediaType(ctx, d)
+	}
+	if mediaType == "" {
+		mediaType = oci.MediaTypeOf(body, "")
+	}
+	return Manifest{Desc: ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(body))}, Body: body}, nil
+}
+
+func (p *Proxy) recordedMediaType(ctx context.Context, d digest.Digest) string {
+	descs, err := p.store.List(ctx)
+	if err != nil {
+		return ""
+	}
+	for _, x := range descs {
+		if x.Digest == d && x.MediaType != "" {
+			return x.MediaType
+		}
+	}
+	return ""
+}
+
+func (p *Proxy) manifestByTag(ctx context.Context, rt upstream.Route, tag string) (Manifest, error) {
+	name := rt.Name + ":" + tag
+	cached, cerr := p.store.Resolve(ctx, name)
+	if cerr == nil {
+		if p.fresh(name, cached, rt.Upstream.TTL()) {
+			if m, err := p.cachedManifest(ctx, cached.Digest, cached.MediaType); err == nil {
+				m.Hit = true
+				return m, nil
+			}
+		}
+		// Revalidate with a bounded wait; serve the cached copy if the
+		// upstream cannot answer.
+		v, err, _ := p.sf.Do("t:"+name, func() (any, error) {
+			return p.revalidate(ctx, rt, tag, name, cached)
+		})
+		if err == nil {
+			return v.(Manifest), nil
+		}
+		if errors.Is(err, upstream.ErrNotFound) {
+			return Manifest{}, mapNotFound(err, ErrManifestUnknown)
+		}
+		m, merr := p.cachedManifest(ctx, cached.Digest, cached.MediaType)
+		if merr != nil {
+			return Manifest{}, err
+		}
+		m.Hit, m.Stale = true, true
+		return m, nil
+	}
+	v, err, _ := p.sf.Do("t:"+name, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.UpstreamTimeout)
+		defer cancel()
+		desc, body, err := rt.Upstream.Source.Manifest(ctx, rt.Repo, tag)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.storeManifest(ctx, name, rt, desc, body); err != nil {
+			return nil, err
+		}
+		return Manifest{Desc: desc, Body: body}, nil
+	})
+	if err != nil {
+		return Manifest{}, mapNotFound(err, ErrManifestUnknown)
+	}
+	return v.(Manifest), nil
+}
+
+func (p *Proxy) revalidate(ctx context.Context, rt upstream.Route, tag, name string, cached ocispec.Descriptor) (Manifest, error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.RevalidateTimeout)
+	defer cancel()
+	desc, err := rt.Upstream.Source.Resolve(rctx, rt.Repo, tag)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if desc.Digest == cached.Digest {
+		if m, err := p.cachedManifest(ctx, cached.Digest, cached.MediaType); err == nil {
+			p.confirm(ctx, name, cached)
+			m.Hit = true
+			return m, nil
+		}
+	}
+	// The tag moved (or the cached bytes are gone): fetch the new manifest
+	// by digest, which also verifies it.
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.UpstreamTimeout)
+	defer fcancel()
+	ref := string(desc.Digest)
+	if p.held(ctx, desc.Digest) {
+		m, err := p.cachedManifest(ctx, desc.Digest, desc.MediaType)
+		if err == nil {
+			if err := p.tag(ctx, name, rt, m.Desc); err != nil {
+				return Manifest{}, err
+			}
+			return m, nil
+		}
+	}
+	mdesc, body, err := rt.Upstream.Source.Manifest(fctx, rt.Repo, ref)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if err := p.storeManifest(ctx, name, rt, mdesc, body); err != nil {
+		return Manifest{}, err
+	}
+	return Manifest{Desc: mdesc, Body: body}, nil
+}
+
+func (p *Proxy) held(ctx context.Context, d digest.Digest) bool { return cas.Exists(ctx, p.store, d) }
+
+// fresh reports whether a cached tag was confirmed within ttl.
+func (p *Proxy) fresh(name string, d ocispec.Descriptor, ttl time.Duration) bool {
+	if ttl <= 0 {
+		return false
+	}
+	p.mu.Lock()
+	t, ok := p.confirmed[name]
+	p.mu.Unlock()
+	if !ok {
+		var err error
+		t, err = time.Parse(time.RFC3339Nano, d.Annotations[cas.AnnotationConfirmed])
+		if err != nil {
+			return false
+		}
+	}
+	return p.opts.Now().Sub(t) < ttl
+}
+
+// confirm records that the upstream confirmed a tag now. It persists the
+// time in index.json at most once a minute per name.
+func (p *Proxy) confirm(ctx context.Context, name string, d ocispec.Descriptor) {
+	now := p.opts.Now()
+	p.mu.Lock()
+	p.confirmed[name] = now
+	p.mu.Unlock()
+	if t, err := time.Parse(time.RFC3339Nano, d.Annotations[cas.AnnotationConfirmed]); err == nil && now.Sub(t) < time.Minute {
+		return
+	}
+	d.Annotations = cloneMap(d.Annotations)
+	d.Annotations[cas.AnnotationConfirmed] = now.UTC().Format(time.RFC3339Nano)
+	_ = p.store.Tag(ctx, name, d)
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m)+1)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// storeManifest ingests a verified manifest and names it.
+func (p *Proxy) storeManifest(ctx context.Context, name string, rt upstream.Route, desc ocispec.Descriptor, body []byte) error {
+	if _, err := cas.Ingest(ctx, p.store, ocispec.Descriptor{Digest: desc.Digest, Size: int64(len(body))}, strings.NewReader(string(body))); err != nil {
+		return err
+	}
+	return p.tag(ctx, name, rt, desc)
+}
+
+func (p *Proxy) tag(ctx context.Context, name string, rt upstream.Route, desc ocispec.Descriptor) error {
+	now := p.opts.Now()
+	d := ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size, Annotations: map[string]string{
+		cas.AnnotationUpstream:  rt.Upstream.Name,
+		cas.AnnotationConfirmed: now.UTC().Format(time.RFC3339Nano),
+	}}
+	if err := p.store.Tag(ctx, name, d); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.confirmed[name] = now
+	p.mu.Unlock()
+	return nil
+}
+
+// Blob is a blob answer: its size and a way to read any range of it, from the
+// store or following a fill.
+type Blob struct {
+	Digest digest.Digest
+	// Size is -1 when the upstream did not announce it (stream without a length).
+	Size int64
+	// Hit is true when the blob was already held.
+	Hit bool
+	// File is the committed blob when Hit (zero-copy serving); nil otherwise.
+	File cas.Blob
+	open func(ctx context.Context, off, n int64) (io.ReadCloser, error)
+}
+
+// Open returns a reader of [off, off+n); n < 0 reads to the end.
+func (b *Blob) Open(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	return b.open(ctx, off, n)
+}
+
+// Close releases the blob's file, if any.
+func (b *Blob) Close() error {
+	if b.File != nil {
+		return b.File.Close()
+	}
+	return nil
+}
+
+// GetBlob returns a held blob, or joins or starts its fill from the routed
+// upstream. A blob by digest never goes upstream once held.
+func (p *Proxy) GetBlob(ctx context.Context, rt upstream.Route, d digest.Digest) (*Blob, error) {
+	if err := cas.ValidateDigest(d); err != nil {
+		return nil, err
+	}
+	if f, err := p.store.Open(ctx, d); err == nil {
+		return &Blob{Digest: d, Size: f.Size(), Hit: true, File: f, open: func(_ context.Context, off, n int64) (io.ReadCloser, error) {
+			return sectionReader(f, off, n, f.Size()), nil
+		}}, nil
+	}
+	src := rt.Upstream.Source
+	if src == nil {
+		return nil, fmt.Errorf("%s: %w", rt.Name, ErrNoSource)
+	}
+	fl := p.filler.Start(ocispec.Descriptor{Digest: d, Size: -1}, func(ctx context.Context, off int64) (io.ReadCloser, int64, int64, error) {
+		return src.Blob(ctx, rt.Repo, d, off)
+	})
+	size, err := fl.Ready(ctx)
+	if err != nil {
+		return nil, mapNotFound(err, ErrBlobUnknown)
+	}
+	if size < 0 {
+		// The upstream announced no length: wait for the verified blob so
+		// the client gets a Content-Length and exact ranges.
+		if _, err := fl.Wait(ctx); err != nil {
+			return nil, mapNotFound(err, ErrBlobUnknown)
+		}
+		return p.GetBlob(ctx, rt, d)
+	}
+	return &Blob{Digest: d, Size: size, open: func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+		// A range far past the write point is served by its own ranged
+		// upstream request instead of waiting for the fill to get there.
+		if off > 0 && off-fl.Written() > p.opts.FarRange {
+			if r, err := p.directRange(ctx, src, rt.Repo, d, off, n); err == nil {
+				return r, nil
+			}
+		}
+		r, err := fl.NewReader(ctx, off, n)
+		if cas.ErrFillGone(err) {
+			f, err := p.store.Open(ctx, d)
+			if err != nil {
+				return nil, err
+			}
+			return readCloser{sectionReader(f, off, n, f.Size()), f}, nil
+		}
+		return r, err
+	}}, nil
+}
+
+func (p *Proxy) directRange(ctx context.Context, src upstream.Source, repo string, d digest.Digest, off, n int64) (io.ReadCloser, error) {
+	body, start, _, err := src.Blob(ctx, repo, d, off)
+	if err != nil {
+		return nil, err
+	}
+	if start != off {
+		body.Close()
+		return nil, errors.New("upstream ignored the range")
+	}
+	if n < 0 {
+		return body, nil
+	}
+	return readCloser{io.LimitReader(body, n), body}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+func sectionReader(r io.ReaderAt, off, n, size int64) io.ReadCloser {
+	if n < 0 {
+		n = size - off
+	}
+	return io.NopCloser(io.NewSectionReader(r, off, n))
+}
+
+// mapNotFound turns an upstream 404 into the proxy's sentinel for the kind
+// of object, keeping the upstream error's text.
+func mapNotFound(err error, kind error) error {
+	if errors.Is(err, upstream.ErrNotFound) {
+		return fmt.Errorf("%w: %v", kind, err)
+	}
+	return err
+}
+
+// Tags lists the tags of the routed repository: the upstream's answer when it
+// gives one, else the cached names, paginated with n and last.
+func (p *Proxy) Tags(ctx context.Context, rt upstream.Route, n int, last string) (tags []string, more bool, err error) {
+	if l, ok := rt.Upstream.Source.(upstream.Lister); ok {
+		rctx, cancel := context.WithTimeout(ctx, p.opts.RevalidateTimeout)
+		all, uerr := p.upstreamTags(rctx, l, rt.Repo)
+		cancel()
+		if uerr == nil {
+			t, m := paginate(all, n, last)
+			return t, m, nil
+		}
+		err = uerr
+	}
+	cached, cerr := p.cachedTags(ctx, rt.Name)
+	if cerr != nil || (len(cached) == 0 && err != nil) {
+		if err == nil {
+			err = cerr
+		}
+		return nil, false, mapNotFound(err, ErrManifestUnknown)
+	}
+	t, m := paginate(cached, n, last)
+	return t, m, nil
+}
+
+// upstreamTags reads every page of the upstream's tag list (bounded).
+func (p *Proxy) upstreamTags(ctx context.Context, l upstream.Lister, repo string) ([]string, error) {
+	var all []string
+	q := ""
+	for range 100 {
+		tags, next, err := l.Tags(ctx, repo, q)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, tags...)
+		if next == "" || next == q {
+			break
+		}
+		q = next
+	}
+	sort.Strings(all)
+	return all, nil
+}
+
+func (p *Proxy) cachedTags(ctx context.Context, name string) ([]string, error) {
+	descs, err := p.store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var tags []string
+	prefix := name + ":"
+	for _, d := range descs {
+		ref := d.Annotations[cas.AnnotationRefName]
+		if t, ok := strings.CutPrefix(ref, prefix); ok && ValidTag(t) {
+			tags = append(tags, t)
+		}
+	}
+	sort.Strings(tags)
+	return tags, nil
+}
+
+func paginate(all []string, n int, last string) ([]string, bool) {
+	out := all
+	if last != "" {
+		i := sort.SearchStrings(all, last)
+		for i < len(all) && all[i] <= last {
+			i++
+		}
+		out = all[i:]
+	}
+	if n >= 0 && len(out) > n {
+		return out[:n], true
+	}
+	return out, false
+}
+
+// Referrers returns the referrers index of a digest: the upstream's when it
+// answers, else one built from cached manifests of the repository.
+func (p *Proxy) Referrers(ctx context.Context, rt upstream.Route, d digest.Digest, artifactType string) (ocispec.Index, error) {
+	if err := cas.ValidateDigest(d); err != nil {
+		return ocispec.Index{}, err
+	}
+	if l, ok := rt.Upstream.Source.(upstream.ReferrersLister); ok {
+		rctx, cancel := context.WithTimeout(ctx, p.opts.RevalidateTimeout)
+		idx, err := l.Referrers(rctx, rt.Repo, d, artifactType)
+		cancel()
+		if err == nil {
+			return idx, nil
+		}
+	}
+	return p.cachedReferrers(ctx, rt.Name, d, artifactType)
+}
+
+func (p *Proxy) cachedReferrers(ctx context.Context, name string, d digest.Digest, artifactType string) (ocispec.Index, error) {
+	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{}}
+	idx.SchemaVersion = 2
+	descs, err := p.store.List(ctx)
+	if err != nil {
+		return idx, err
+	}
+	seen := map[digest.Digest]bool{}
+	for _, x := range descs {
+		ref := x.Annotations[cas.AnnotationRefName]
+		if !strings.HasPrefix(ref, name+":") && !strings.HasPrefix(ref, name+"@") {
+			continue
+		}
+		if seen[x.Digest] {
+			continue
+		}
+		seen[x.Digest] = true
+		body, err := cas.ReadAll(ctx, p.store, x.Digest, oci.MaxManifestSize)
+		if err != nil {
+			continue
+		}
+		var m struct {
+			MediaType    string              `json:"mediaType"`
+			ArtifactType string              `json:"artifactType"`
+			Config       ocispec.Descriptor  `json:"config"`
+			Subject      *ocispec.Descriptor `json:"subject"`
+			Annotations  map[string]string   `json:"annotations"`
+		}
+		if json.Unmarshal(body, &m) != nil || m.Subject == nil || m.Subject.Digest != d {
+			continue
+		}
+		at := m.ArtifactType
+		if at == "" {
+			at = m.Config.MediaType
+		}
+		if artifactType != "" && at != artifactType {
+			continue
+		}
+		idx.Manifests = append(idx.Manifests, ocispec.Descriptor{MediaType: x.MediaType, Digest: x.Digest, Size: x.Size, ArtifactType: at, Annotations: m.Annotations})
+	}
+	return idx, nil
+}

@@ -1,0 +1,156 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/clowder-dev/clowder/proxy"
+)
+
+// Server is Clowder's HTTP front: the OCI distribution API over the proxy.
+type Server struct {
+	proxy *proxy.Proxy
+	log   zerolog.Logger
+	mux   chi.Router
+}
+
+// New returns a Server.
+func New(p *proxy.Proxy, log zerolog.Logger) *Server {
+	s := &Server{proxy: p, log: log}
+	r := chi.NewRouter()
+	r.Use(s.accessLog)
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	r.Get("/v2", s.handleBase)
+	r.Get("/v2/", s.handleBase)
+	r.Head("/v2/", s.handleBase)
+	r.HandleFunc("/v2/*", s.handleOCI)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, errorf(http.StatusNotFound, CodeUnsupported, "no such endpoint: "+r.URL.Path))
+	})
+	s.mux = r
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// HTTPServer returns an http.Server for s with Clowder's limits.
+func (s *Server) HTTPServer(addr string) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           s,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+func (s *Server) handleBase(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", "2")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write([]byte("{}"))
+	}
+}
+
+// reqInfo is what handlers tell the access log.
+type reqInfo struct {
+	cache    string // hit, miss, stale
+	upstream string
+	name     string
+	err      *Error
+}
+
+type infoKey struct{}
+
+func info(r *http.Request) *reqInfo {
+	if ri, ok := r.Context().Value(infoKey{}).(*reqInfo); ok {
+		return ri
+	}
+	return &reqInfo{}
+}
+
+func setErr(r *http.Request, e *Error) { info(r).err = e }
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// accessLog writes one zerolog line per request.
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ri := &reqInfo{}
+		ctx := context.WithValue(r.Context(), infoKey{}, ri)
+		ctx = s.log.WithContext(ctx)
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			rec := recover()
+			status := sw.status
+			if rec != nil {
+				status = -1 // aborted
+			}
+			ev := s.log.Info()
+			if status >= 500 || status < 0 {
+				ev = s.log.Warn()
+			}
+			ev = ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", status).
+				Int64("bytes", sw.bytes).Dur("duration", time.Since(start)).Str("remote", r.RemoteAddr)
+			if r.URL.RawQuery != "" {
+				ev = ev.Str("query", r.URL.RawQuery)
+			}
+			if ri.cache != "" {
+				ev = ev.Str("cache", ri.cache)
+			}
+			if ri.upstream != "" {
+				ev = ev.Str("upstream", ri.upstream)
+			}
+			if ri.err != nil {
+				ev = ev.Str("error", ri.err.Message)
+			}
+			if ua := r.UserAgent(); ua != "" {
+				ev = ev.Str("ua", ua)
+			}
+			ev.Msg("request")
+			if rec != nil {
+				panic(rec)
+			}
+		}()
+		next.ServeHTTP(sw, r.WithContext(ctx))
+	})
+}

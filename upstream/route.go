@@ -1,0 +1,124 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/clowder-dev/clowder/config"
+)
+
+// ErrUnknownNamespace means ?ns= named no configured upstream.
+var ErrUnknownNamespace = errors.New("no upstream is configured for this namespace")
+
+// ErrNoUpstream means a name matched no upstream prefix and there is no default.
+var ErrNoUpstream = errors.New("no upstream serves this name")
+
+// Upstream is a configured upstream with its Source.
+type Upstream struct {
+	config.Upstream
+	Source Source
+}
+
+// Route is where a client's repository name goes.
+type Route struct {
+	Upstream *Upstream
+	// Repo is the repository name on the upstream (library/alpine).
+	Repo string
+	// Name is the full name Clowder records (docker.io/library/alpine).
+	Name string
+	// ByNamespace is set when ?ns= chose the upstream.
+	ByNamespace bool
+}
+
+// Router maps repository names to upstreams.
+type Router struct {
+	byName map[string]*Upstream
+	byNS   map[string]*Upstream
+	def    *Upstream
+	all    []*Upstream
+}
+
+// dockerHubHosts all mean Docker Hub, as ?ns= values and as upstream hosts.
+var dockerHubHosts = []string{"docker.io", "index.docker.io", "registry-1.docker.io"}
+
+// IsDockerHub reports whether u is Docker Hub (by name or URL host).
+func IsDockerHub(u config.Upstream) bool {
+	h := u.Host()
+	for _, d := range dockerHubHosts {
+		if u.Name == d || h == d {
+			return true
+		}
+	}
+	return false
+}
+
+// NewRouter builds a router over upstreams (in config order).
+func NewRouter(ups []*Upstream) *Router {
+	r := &Router{byName: map[string]*Upstream{}, byNS: map[string]*Upstream{}}
+	for _, u := range ups {
+		r.all = append(r.all, u)
+		r.byName[u.Name] = u
+		r.byNS[u.Name] = u
+		for _, a := range u.Aliases {
+			r.byNS[a] = u
+		}
+		if h := u.Host(); h != "" {
+			if _, ok := r.byNS[h]; !ok {
+				r.byNS[h] = u
+			}
+		}
+		if IsDockerHub(u.Upstream) {
+			for _, d := range dockerHubHosts {
+				if _, ok := r.byNS[d]; !ok {
+					r.byNS[d] = u
+				}
+			}
+		}
+		if u.Default {
+			r.def = u
+		}
+	}
+	return r
+}
+
+// Upstreams returns every upstream in config order.
+func (r *Router) Upstreams() []*Upstream { return r.all }
+
+// ByName returns the upstream called name.
+func (r *Router) ByName(name string) *Upstream { return r.byName[name] }
+
+// Route finds the upstream for a client's repository name. ns is the ?ns=
+// query value (containerd mirrors), empty when absent.
+func (r *Router) Route(name, ns string) (Route, error) {
+	if first, rest, ok := strings.Cut(name, "/"); ok {
+		if u := r.byName[first]; u != nil {
+			return r.route(u, rest, false), nil
+		}
+	}
+	if ns != "" {
+		u := r.byNS[strings.ToLower(ns)]
+		if u == nil {
+			return Route{}, fmt.Errorf("ns=%s: %w", url.QueryEscape(ns), ErrUnknownNamespace)
+		}
+		return r.route(u, name, true), nil
+	}
+	if r.def == nil {
+		return Route{}, fmt.Errorf("%s: %w", name, ErrNoUpstream)
+	}
+	return r.route(r.def, name, false), nil
+}
+
+// RouteFull routes a full recorded name (docker.io/library/alpine) or a
+// short one the way docker expands it (alpine -> docker.io/library/alpine).
+func (r *Router) RouteFull(name string) (Route, error) {
+	return r.Route(name, "")
+}
+
+func (r *Router) route(u *Upstream, repo string, byNS bool) Route {
+	if IsDockerHub(u.Upstream) && !strings.Contains(repo, "/") {
+		repo = "library/" + repo
+	}
+	return Route{Upstream: u, Repo: repo, Name: u.Name + "/" + repo, ByNamespace: byNS}
+}

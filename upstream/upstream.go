@@ -1,0 +1,135 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Source is one upstream registry as the proxy sees it.
+type Source interface {
+	// Resolve asks the upstream what ref (tag or digest) points to now,
+	// cheaply (a HEAD where the upstream allows it). The descriptor's size
+	// is -1 when the upstream did not say.
+	Resolve(ctx context.Context, repo, ref string) (ocispec.Descriptor, error)
+	// Manifest fetches a manifest by tag or digest. The returned descriptor
+	// carries the digest of the bytes (verified against a requested digest
+	// and the upstream's Docker-Content-Digest) and the media type.
+	Manifest(ctx context.Context, repo, ref string) (ocispec.Descriptor, []byte, error)
+	// Blob opens a blob from offset (see cas.FetchFunc for start and total).
+	Blob(ctx context.Context, repo string, dgst digest.Digest, offset int64) (body io.ReadCloser, start, total int64, err error)
+}
+
+// Lister is a Source that lists tags.
+type Lister interface {
+	// Tags returns the upstream's answer to tags/list with its query (n,
+	// last) passed through, and the upstream's Link "next" query, if any.
+	Tags(ctx context.Context, repo, rawQuery string) (tags []string, nextQuery string, err error)
+}
+
+// ReferrersLister is a Source that answers the referrers API.
+type ReferrersLister interface {
+	Referrers(ctx context.Context, repo string, dgst digest.Digest, artifactType string) (ocispec.Index, error)
+}
+
+// Sentinel errors.
+var (
+	// ErrUnavailable means the upstream could not be reached or answered
+	// with a server error.
+	ErrUnavailable = errors.New("upstream unavailable")
+	// ErrNotFound means the upstream says the object does not exist.
+	ErrNotFound = errors.New("not found upstream")
+	// ErrDigestMismatch means the upstream's bytes do not hash to the digest asked for.
+	ErrDigestMismatch = errors.New("upstream content does not match its digest")
+	// ErrTooLarge means a manifest or document exceeds the size limit.
+	ErrTooLarge = errors.New("upstream object too large")
+)
+
+// Error is an upstream's non-success answer.
+type Error struct {
+	Method     string
+	URL        string
+	Status     int
+	Codes      []string // the registry's error codes, if it sent any
+	Message    string
+	RetryAfter string
+	Err        error // transport error when Status is 0
+}
+
+func (e *Error) Error() string {
+	if e.Status == 0 {
+		return fmt.Sprintf("%s %s: %v", e.Method, redact(e.URL), e.Err)
+	}
+	s := fmt.Sprintf("%s %s: %d %s", e.Method, redact(e.URL), e.Status, http.StatusText(e.Status))
+	if len(e.Codes) > 0 {
+		s += " (" + strings.Join(e.Codes, ", ") + ")"
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// Unwrap maps the answer to a sentinel.
+func (e *Error) Unwrap() error {
+	switch {
+	case e.Status == 0:
+		return ErrUnavailable
+	case e.Status == http.StatusNotFound:
+		return ErrNotFound
+	case e.Status >= 500:
+		return ErrUnavailable
+	}
+	return nil
+}
+
+// Temporary reports whether a retry may succeed.
+func (e *Error) Temporary() bool {
+	return e.Status == 0 || e.Status >= 500 || e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout
+}
+
+// redact drops the query string (signed URLs) from a URL for messages.
+func redact(u string) string {
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		return u[:i] + "?…"
+	}
+	return u
+}
+
+// NewTransport returns the HTTP transport shared by upstream clients.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// Blobs are content-addressed: never let the transport decode them.
+		DisableCompression: true,
+		ReadBufferSize:     256 << 10,
+	}
+}
+
+// ReadCapped reads at most limit bytes of r, failing with ErrTooLarge past it.
+func ReadCapped(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("more than %d bytes: %w", limit, ErrTooLarge)
+	}
+	return b, nil
+}
