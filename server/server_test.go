@@ -31,9 +31,10 @@ import (
 )
 
 type env struct {
-	t     *testing.T
-	root  string
-	store *cas.Layout
+	t      *testing.T
+	root   string
+	store  *cas.Layout
+	filler *cas.Filler
 	srv   *httptest.Server
 	host  string
 }
@@ -49,6 +50,11 @@ type upSpec struct {
 }
 
 func newEnv(t *testing.T, ups ...upSpec) *env {
+	t.Helper()
+	return newEnvWith(t, proxy.Options{RevalidateTimeout: 2 * time.Second, UpstreamTimeout: 10 * time.Second}, ups...)
+}
+
+func newEnvWith(t *testing.T, popts proxy.Options, ups ...upSpec) *env {
 	t.Helper()
 	root := t.TempDir()
 	store, err := cas.OpenLayout(root)
@@ -72,11 +78,11 @@ func newEnv(t *testing.T, ups ...upSpec) *env {
 	}
 	filler := cas.NewFiller(store)
 	filler.Backoff = 10 * time.Millisecond
-	p := proxy.New(store, filler, upstream.NewRouter(list), proxy.Options{RevalidateTimeout: 2 * time.Second, UpstreamTimeout: 10 * time.Second})
+	p := proxy.New(store, filler, upstream.NewRouter(list), popts)
 	srv := httptest.NewServer(server.New(p, zerolog.Nop()))
 	t.Cleanup(srv.Close)
 	u, _ := url.Parse(srv.URL)
-	return &env{t: t, root: root, store: store, srv: srv, host: u.Host}
+	return &env{t: t, root: root, store: store, filler: filler, srv: srv, host: u.Host}
 }
 
 // pull pulls ref through the proxy with go-containerregistry's client, reads
@@ -162,6 +168,20 @@ func (e *env) names() map[string]ocispec.Descriptor {
 		out[d.Annotations[ocispec.AnnotationRefName]] = d
 	}
 	return out
+}
+
+// waitBlobs waits (bounded) until blobs/ holds n files: a client has all
+// bytes once Content-Length is reached, slightly before the commit.
+func (e *env) waitBlobs(n int) []string {
+	e.t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		files := e.blobFiles()
+		if len(files) == n || time.Now().After(deadline) {
+			return files
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // blobFiles lists every file under blobs/ (and fails on temp files there).
