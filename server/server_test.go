@@ -35,8 +35,8 @@ type env struct {
 	root   string
 	store  *cas.Layout
 	filler *cas.Filler
-	srv   *httptest.Server
-	host  string
+	srv    *httptest.Server
+	host   string
 }
 
 type upSpec struct {

@@ -1,0 +1,95 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefault(t *testing.T) {
+	c := Default()
+	if c.Listen != "127.0.0.1:5000" || c.Root != "./clowder-data" {
+		t.Errorf("Default() listen %q root %q", c.Listen, c.Root)
+	}
+	var names []string
+	for _, u := range c.Upstreams {
+		names = append(names, u.Name)
+	}
+	if got := strings.Join(names, ","); got != "docker.io,ghcr.io,quay.io,registry.ollama.ai,huggingface.co" {
+		t.Errorf("Default() upstreams = %s", got)
+	}
+	if d := c.DefaultUpstream(); d == nil || d.Name != "docker.io" || d.TTL() != 5*time.Minute {
+		t.Errorf("DefaultUpstream() = %+v", d)
+	}
+}
+
+func TestIssueExampleParses(t *testing.T) {
+	c, err := Parse([]byte(`listen: 127.0.0.1:5000
+root: /var/lib/clowder
+upstreams:
+  - name: docker.io            # path prefix and ?ns= value
+    type: oci
+    url: https://registry-1.docker.io
+    default: true              # serves names with no known prefix (docker registry-mirrors)
+    tag_ttl: 5m                # how long a tag->digest answer is trusted before a HEAD revalidates it
+    # username/password, or credentials from ~/.docker/config.json for this host
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Root != "/var/lib/clowder" || c.Upstreams[0].TTL() != 5*time.Minute || !c.Upstreams[0].Default {
+		t.Errorf("Parse = %+v", c)
+	}
+}
+
+func TestTagTTLZero(t *testing.T) {
+	c, err := Parse([]byte("upstreams:\n  - {name: a, url: 'http://127.0.0.1:1', tag_ttl: 0}\n  - {name: b, url: 'http://127.0.0.1:1', tag_ttl: 0s}\n  - {name: c, url: 'http://127.0.0.1:1'}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Upstreams[0].TTL() != 0 || c.Upstreams[1].TTL() != 0 || c.Upstreams[2].TTL() != DefaultTagTTL {
+		t.Errorf("TTLs = %v %v %v", c.Upstreams[0].TTL(), c.Upstreams[1].TTL(), c.Upstreams[2].TTL())
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	cases := []struct {
+		yaml, want string
+	}{
+		{"listen: 127.0.0.1:5000\nbogus: 1\n", `unknown key "bogus"`},
+		{"upstreams:\n  - name: a\n    url: http://x\n    colour: red\n", `unknown key "colour"`},
+		{"upstreams:\n  - name: a\n    url: ftp://x\n", "upstreams[0] (a).url"},
+		{"upstreams:\n  - name: a\n    url: 'not a url'\n", "upstreams[0] (a).url"},
+		{"upstreams:\n  - name: a\n    url: https://x/some/path\n", "upstreams[0] (a).url"},
+		{"upstreams:\n  - {name: a, url: 'http://x', default: true}\n  - {name: b, url: 'http://y', default: true}\n", "upstreams[1] (b).default"},
+		{"upstreams:\n  - {name: 'Docker.IO', url: 'http://x'}\n", "upstreams[0] (Docker.IO).name"},
+		{"upstreams:\n  - {name: 'host:5000', url: 'http://x'}\n", "upstreams[0] (host:5000).name"},
+		{"upstreams:\n  - {name: a, url: 'http://x'}\n  - {name: a, url: 'http://y'}\n", "used twice"},
+		{"upstreams:\n  - {name: a, url: 'http://x', type: svn}\n", "upstreams[0] (a).type"},
+		{"upstreams:\n  - {name: a, url: 'http://x', tag_ttl: soon}\n", "not a duration"},
+		{"upstreams:\n  - {name: a, url: 'http://x', username: u}\n", "password"},
+		{"listen: nowhere\n", "listen"},
+		{"log_level: loud\n", "log_level"},
+	}
+	for _, c := range cases {
+		_, err := Parse([]byte(c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Parse(%q) = %v, want an error containing %q", c.yaml, err, c.want)
+			continue
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("Parse(%q) error is not one line: %q", c.yaml, err)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(DefaultYAML())
+	f.Add([]byte("upstreams:\n  - {name: a, url: 'http://x', tag_ttl: 0}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err == nil && c.Validate() != nil {
+			t.Fatalf("Parse accepted a config Validate refuses")
+		}
+	})
+}

@@ -1,0 +1,49 @@
+package upstream
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/clowder-dev/clowder/config"
+)
+
+func TestRoute(t *testing.T) {
+	r := NewRouter([]*Upstream{
+		{Upstream: config.Upstream{Name: "docker.io", URL: "https://registry-1.docker.io", Default: true}},
+		{Upstream: config.Upstream{Name: "ghcr.io", URL: "https://ghcr.io"}},
+		{Upstream: config.Upstream{Name: "corp", URL: "http://10.0.0.7:5000"}},
+	})
+	cases := []struct {
+		name, ns       string
+		upstream, full string
+		err            error
+	}{
+		{"alpine", "", "docker.io", "docker.io/library/alpine", nil},
+		{"library/alpine", "", "docker.io", "docker.io/library/alpine", nil},
+		{"docker.io/alpine", "", "docker.io", "docker.io/library/alpine", nil},
+		{"docker.io/bitnami/redis", "", "docker.io", "docker.io/bitnami/redis", nil},
+		{"ghcr.io/org/a/b", "", "ghcr.io", "ghcr.io/org/a/b", nil},
+		{"org/a", "ghcr.io", "ghcr.io", "ghcr.io/org/a", nil},
+		{"alpine", "index.docker.io", "docker.io", "docker.io/library/alpine", nil},
+		{"alpine", "registry-1.docker.io", "docker.io", "docker.io/library/alpine", nil},
+		{"team/x", "10.0.0.7:5000", "corp", "corp/team/x", nil},
+		{"team/x", "quay.io", "", "", ErrUnknownNamespace},
+		{"corp/team/x", "", "corp", "corp/team/x", nil},
+	}
+	for _, c := range cases {
+		rt, err := r.Route(c.name, c.ns)
+		if c.err != nil {
+			if !errors.Is(err, c.err) {
+				t.Errorf("Route(%q, %q) err = %v, want %v", c.name, c.ns, err, c.err)
+			}
+			continue
+		}
+		if err != nil || rt.Upstream.Name != c.upstream || rt.Name != c.full {
+			t.Errorf("Route(%q, %q) = %s %s, %v; want %s %s", c.name, c.ns, rt.Upstream.Name, rt.Name, err, c.upstream, c.full)
+		}
+	}
+	noDefault := NewRouter([]*Upstream{{Upstream: config.Upstream{Name: "ghcr.io", URL: "https://ghcr.io"}}})
+	if _, err := noDefault.Route("alpine", ""); !errors.Is(err, ErrNoUpstream) {
+		t.Errorf("Route without default = %v, want ErrNoUpstream", err)
+	}
+}
