@@ -104,14 +104,14 @@ func waitReady(p *proc, addr string) error {
 
 // Repositories and tags on the upstream registry.
 const (
-	refBase       = "test/img:base"   // OCI image, one platform-less manifest, two layers
-	refAmd64      = "test/img:amd64"  // base with platform linux/amd64
-	refArm64      = "test/img:arm64"  // base with platform linux/arm64
-	refMulti      = "test/img:multi"  // OCI index (crane: descriptors carry artifactType)
-	refPlain      = "test/img:plain"  // the same children in an index without artifactType
-	refNested     = "team/a/b:1"      // base under a nested name
-	refDocker     = "test/docker:1"   // Docker v2 media types
-	refArt        = "test/art:v1"     // oras artifact: one file with a title
+	refBase       = "test/img:base"  // OCI image, one platform-less manifest, two layers
+	refAmd64      = "test/img:amd64" // base with platform linux/amd64
+	refArm64      = "test/img:arm64" // base with platform linux/arm64
+	refMulti      = "test/img:multi" // OCI index (crane: descriptors carry artifactType)
+	refPlain      = "test/img:plain" // the same children in an index without artifactType
+	refNested     = "team/a/b:1"     // base under a nested name
+	refDocker     = "test/docker:1"  // Docker v2 media types
+	refArt        = "test/art:v1"    // oras artifact: one file with a title
 	refHelloMulti = "library/hello:multi"
 	refHello1     = "library/hello:1"
 

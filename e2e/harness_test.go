@@ -116,8 +116,11 @@ type cmd struct {
 
 func command(bin string, args ...string) cmd { return cmd{bin: bin, args: args} }
 
-func (c cmd) withEnv(kv ...string) cmd { c.env = append(append([]string(nil), c.env...), kv...); return c }
-func (c cmd) inDir(d string) cmd       { c.dir = d; return c }
+func (c cmd) withEnv(kv ...string) cmd {
+	c.env = append(append([]string(nil), c.env...), kv...)
+	return c
+}
+func (c cmd) inDir(d string) cmd { c.dir = d; return c }
 
 func (c cmd) line() string {
 	parts := []string{filepath.Base(c.bin)}

@@ -100,7 +100,8 @@ stop)
 	rm -f "$pidf" "$sock" "$sock.ttrpc"
 	# Snapshotters/unpack may leave mounts below root or state.
 	if command -v findmnt >/dev/null 2>&1; then
-		findmnt -rn -o TARGET | grep -F "$dir/" | sort -r | while read -r m; do
+		# (grep finds nothing when nothing is mounted: not an error)
+		findmnt -rn -o TARGET | { grep -F "$dir/" || true; } | sort -r | while read -r m; do
 			umount -l "$m" 2>/dev/null || true
 		done
 	fi
