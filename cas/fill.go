@@ -402,11 +402,17 @@ func (r *fillReader) Read(p []byte) (int, error) {
 	for {
 		fl := r.fl
 		fl.mu.Lock()
-		avail, err, ch, ra := fl.written, fl.err, fl.notify, fl.ra
+		avail, err, ch, ra, size := fl.written, fl.err, fl.notify, fl.ra, fl.size
 		ended := fl.result.Digest != "" || err != nil
 		fl.mu.Unlock()
 		if err != nil {
 			return 0, err
+		}
+		// A reader of the blob's end gets the last byte only once the blob
+		// is verified: a client that trusts Content-Length must never see
+		// a complete body of wrong bytes.
+		if !ended && size > 0 && (r.end < 0 || r.end >= size) && avail >= size {
+			avail = size - 1
 		}
 		if r.pos < avail {
 			m := avail - r.pos

@@ -45,6 +45,23 @@ type Config struct {
 	FillIdleTimeout Duration `yaml:"fill_idle_timeout"`
 	// LogLevel is one of debug, info, warn, error.
 	LogLevel string `yaml:"log_level"`
+	// Listeners are further addresses to serve on, each optionally with its
+	// own default upstream (so a second port can serve a company registry
+	// to ollama clients, whose names have no room for an upstream prefix).
+	Listeners []Listener `yaml:"listeners"`
+	// OllamaUpstream names the upstream that serves requests whose
+	// User-Agent starts with "ollama/" and whose name has no upstream
+	// prefix. Default: the first upstream of type ollama.
+	OllamaUpstream string `yaml:"ollama_upstream"`
+}
+
+// Listener is an extra address Clowder serves on.
+type Listener struct {
+	// Listen is host:port.
+	Listen string `yaml:"listen"`
+	// DefaultUpstream names the upstream for names without a known prefix
+	// on this listener (it wins over the User-Agent rule for ollama).
+	DefaultUpstream string `yaml:"default_upstream"`
 }
 
 // Upstream is one registry Clowder pulls through to.
@@ -215,6 +232,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
 	}
 	seen := map[string]bool{}
+	byName := map[string]Upstream{}
+	for _, u := range c.Upstreams {
+		byName[u.Name] = u
+	}
 	def := ""
 	for i, u := range c.Upstreams {
 		key := fmt.Sprintf("upstreams[%d]", i)
@@ -254,7 +275,42 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s.password: username and password go together", key)
 		}
 	}
+	if c.OllamaUpstream != "" {
+		if _, ok := byName[c.OllamaUpstream]; !ok {
+			return fmt.Errorf("ollama_upstream: %q names no upstream", c.OllamaUpstream)
+		}
+	}
+	addrs := map[string]bool{c.Listen: true}
+	for i, l := range c.Listeners {
+		key := fmt.Sprintf("listeners[%d]", i)
+		if _, _, err := splitHostPort(l.Listen); err != nil {
+			return fmt.Errorf("%s.listen: %q: %v", key, l.Listen, err)
+		}
+		if addrs[l.Listen] {
+			return fmt.Errorf("%s.listen: %q is used twice", key, l.Listen)
+		}
+		addrs[l.Listen] = true
+		if l.DefaultUpstream != "" {
+			if _, ok := byName[l.DefaultUpstream]; !ok {
+				return fmt.Errorf("%s.default_upstream: %q names no upstream", key, l.DefaultUpstream)
+			}
+		}
+	}
 	return nil
+}
+
+// OllamaUpstreamName returns the upstream for ollama clients' unprefixed
+// names: ollama_upstream, else the first upstream of type ollama, else "".
+func (c *Config) OllamaUpstreamName() string {
+	if c.OllamaUpstream != "" {
+		return c.OllamaUpstream
+	}
+	for _, u := range c.Upstreams {
+		if u.Type == TypeOllama {
+			return u.Name
+		}
+	}
+	return ""
 }
 
 // DefaultUpstream returns the upstream marked default, or nil.

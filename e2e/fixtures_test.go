@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -75,6 +77,27 @@ func (r *registry) stop(t *testing.T) {
 		t.Fatalf("GET http://%s/v2/ after stopping the registry = %s, want a connection error", r.addr, resp.Status)
 	}
 	t.Logf("upstream registry %s stopped", r.addr)
+}
+
+// pause freezes the registry (SIGSTOP): connections are still accepted by
+// the kernel, but nothing answers. The returned func resumes it; it also
+// runs on cleanup.
+func (r *registry) pause(t *testing.T) (resume func()) {
+	t.Helper()
+	pgid := r.p.cmd.Process.Pid
+	if err := syscall.Kill(-pgid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP registry: %v", err)
+	}
+	t.Logf("upstream registry %s paused (SIGSTOP)", r.addr)
+	var once sync.Once
+	resume = func() {
+		once.Do(func() {
+			_ = syscall.Kill(-pgid, syscall.SIGCONT)
+			t.Logf("upstream registry %s resumed (SIGCONT)", r.addr)
+		})
+	}
+	t.Cleanup(resume)
+	return resume
 }
 
 func waitReady(p *proc, addr string) error {

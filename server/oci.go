@@ -55,7 +55,7 @@ func (s *Server) handleOCI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ns := r.URL.Query().Get("ns")
-	rt, err := s.proxy.Router().Route(name, ns)
+	rt, err := s.proxy.Router().RouteRequest(name, upstream.Request{NS: ns, ListenerDefault: s.opts.DefaultUpstream, UserAgent: r.UserAgent()})
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -156,6 +156,13 @@ func serveBlob(w http.ResponseWriter, r *http.Request, b *proxy.Blob) {
 	}
 	if n >= 0 {
 		h.Set("Content-Length", strconv.FormatInt(n, 10))
+	}
+	if status == http.StatusOK {
+		// ollama's client GETs a blob only to learn where to fetch its
+		// ranged parts, and reads Location even on a 200 (it fails with
+		// "no Location header in response" without one): point it back at
+		// this same blob. Other clients ignore Location on a 200.
+		h.Set("Location", r.URL.Path)
 	}
 	if r.Method == http.MethodHead {
 		w.WriteHeader(status)

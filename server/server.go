@@ -16,11 +16,22 @@ type Server struct {
 	proxy *proxy.Proxy
 	log   zerolog.Logger
 	mux   chi.Router
+	opts  Options
 }
 
-// New returns a Server.
-func New(p *proxy.Proxy, log zerolog.Logger) *Server {
+// Options are per listener.
+type Options struct {
+	// DefaultUpstream names this listener's upstream for names without a
+	// known prefix (before the User-Agent rule and the global default).
+	DefaultUpstream string
+}
+
+// New returns a Server for one listener.
+func New(p *proxy.Proxy, log zerolog.Logger, opts ...Options) *Server {
 	s := &Server{proxy: p, log: log}
+	if len(opts) > 0 {
+		s.opts = opts[0]
+	}
 	r := chi.NewRouter()
 	r.Use(s.accessLog)
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -38,6 +38,7 @@ type Router struct {
 	byNS   map[string]*Upstream
 	def    *Upstream
 	all    []*Upstream
+	ollama string
 }
 
 // dockerHubHosts all mean Docker Hub, as ?ns= values and as upstream hosts.
@@ -79,6 +80,9 @@ func NewRouter(ups []*Upstream) *Router {
 		if u.Default {
 			r.def = u
 		}
+		if u.Type == config.TypeOllama && r.ollama == "" {
+			r.ollama = u.Name
+		}
 	}
 	return r
 }
@@ -89,26 +93,55 @@ func (r *Router) Upstreams() []*Upstream { return r.all }
 // ByName returns the upstream called name.
 func (r *Router) ByName(name string) *Upstream { return r.byName[name] }
 
+// Request is what routing looks at besides the name.
+type Request struct {
+	// NS is the ?ns= query value (containerd mirrors), empty when absent.
+	NS string
+	// ListenerDefault names the default upstream of the listener the
+	// request came in on, if it has one.
+	ListenerDefault string
+	// UserAgent is the client's User-Agent.
+	UserAgent string
+}
+
 // Route finds the upstream for a client's repository name. ns is the ?ns=
 // query value (containerd mirrors), empty when absent.
 func (r *Router) Route(name, ns string) (Route, error) {
+	return r.RouteRequest(name, Request{NS: ns})
+}
+
+// RouteRequest routes a name: a first segment naming an upstream wins; then
+// ?ns=; then the listener's own default upstream; then, for ollama clients
+// (User-Agent "ollama/..."), the ollama upstream; then the default upstream.
+func (r *Router) RouteRequest(name string, req Request) (Route, error) {
 	if first, rest, ok := strings.Cut(name, "/"); ok {
 		if u := r.byName[first]; u != nil {
 			return r.route(u, rest, false), nil
 		}
 	}
-	if ns != "" {
-		u := r.byNS[strings.ToLower(ns)]
+	if req.NS != "" {
+		u := r.byNS[strings.ToLower(req.NS)]
 		if u == nil {
-			return Route{}, fmt.Errorf("ns=%s: %w", url.QueryEscape(ns), ErrUnknownNamespace)
+			return Route{}, fmt.Errorf("ns=%s: %w", url.QueryEscape(req.NS), ErrUnknownNamespace)
 		}
 		return r.route(u, name, true), nil
+	}
+	if u := r.byName[req.ListenerDefault]; u != nil {
+		return r.route(u, name, false), nil
+	}
+	if strings.HasPrefix(req.UserAgent, "ollama/") {
+		if u := r.byName[r.ollama]; u != nil {
+			return r.route(u, name, false), nil
+		}
 	}
 	if r.def == nil {
 		return Route{}, fmt.Errorf("%s: %w", name, ErrNoUpstream)
 	}
 	return r.route(r.def, name, false), nil
 }
+
+// SetOllama names the upstream for ollama clients' unprefixed names.
+func (r *Router) SetOllama(name string) { r.ollama = name }
 
 // RouteFull routes a full recorded name (docker.io/library/alpine) or a
 // short one the way docker expands it (alpine -> docker.io/library/alpine).
