@@ -34,7 +34,7 @@ unit:
 # e2e: real clients (crane, oras, regctl, skopeo, containerd) against a real
 # CNCF distribution registry on loopback, through a clowder binary.
 e2e: tools build
-	CLOWDER_E2E=1 CLOWDER_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 15m -v ./e2e/ 2>&1 | tee .e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; test $${PIPESTATUS[0]} -eq 0
+	CLOWDER_E2E=1 CLOWDER_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 15m -v ./e2e/... 2>&1 | tee .e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; test $${PIPESTATUS[0]} -eq 0
 
 test: lint unit e2e
 

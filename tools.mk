@@ -22,25 +22,27 @@ CRANE_VERSION    ?= v0.22.1
 ORAS_VERSION     ?= v1.3.6
 REGCTL_VERSION   ?= v0.11.7
 REGISTRY_VERSION ?= v3.1.2
+OLLAMA_VERSION   ?= v0.32.15
 
 CRANE      := $(TOOLS_BIN)/crane
 ORAS       := $(TOOLS_BIN)/oras
 REGCTL     := $(TOOLS_BIN)/regctl
 REGISTRY   := $(TOOLS_BIN)/registry
+OLLAMA     := $(TOOLS_BIN)/ollama
 SKOPEO     := $(TOOLS_BIN)/skopeo
 CTR        := $(TOOLS_BIN)/ctr
 CONTAINERD := $(TOOLS_BIN)/containerd
 
-TOOLS_VARS := TOOLS_DIR TOOLS_BIN CRANE ORAS REGCTL REGISTRY SKOPEO CTR CONTAINERD
+TOOLS_VARS := TOOLS_DIR TOOLS_BIN CRANE ORAS REGCTL REGISTRY SKOPEO CTR CONTAINERD OLLAMA
 
 # Recipes and tests run by make see the paths in their environment.
-export TOOLS_DIR TOOLS_BIN CRANE ORAS REGCTL REGISTRY SKOPEO CTR CONTAINERD
+export TOOLS_DIR TOOLS_BIN CRANE ORAS REGCTL REGISTRY SKOPEO CTR CONTAINERD OLLAMA
 
 TOOLS_INSTALL = TOOLS_DIR='$(TOOLS_DIR)' CRANE_VERSION='$(CRANE_VERSION)' \
 	ORAS_VERSION='$(ORAS_VERSION)' REGCTL_VERSION='$(REGCTL_VERSION)' \
-	REGISTRY_VERSION='$(REGISTRY_VERSION)' bash $(TOOLS_MK_DIR)/hack/install-tools.sh
+	REGISTRY_VERSION='$(REGISTRY_VERSION)' OLLAMA_VERSION='$(OLLAMA_VERSION)' bash $(TOOLS_MK_DIR)/hack/install-tools.sh
 
-TOOL_NAMES := crane oras regctl registry skopeo containerd
+TOOL_NAMES := crane oras regctl registry skopeo containerd ollama
 
 .PHONY: tools tools-env tools-versions tools-smoke $(addprefix tool-,$(TOOL_NAMES))
 

@@ -251,6 +251,7 @@ type Fill struct {
 	result    ocispec.Descriptor
 	ra        ReaderAtCloser
 	refs      int
+	began     time.Time // first byte on disk
 }
 
 // Digest returns the digest being filled.
@@ -272,6 +273,9 @@ func (fl *Fill) setSize(n int64) {
 
 func (fl *Fill) advance(n int64) {
 	fl.mu.Lock()
+	if fl.began.IsZero() {
+		fl.began = time.Now()
+	}
 	fl.written = n
 	ch := fl.notify
 	fl.notify = make(chan struct{})
@@ -344,6 +348,26 @@ func (fl *Fill) Written() int64 {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
 	return fl.written
+}
+
+// ETA estimates how long the fill needs to reach offset off, from its rate
+// so far. ok is false while there is too little history to tell (under
+// minHistory of transfer).
+func (fl *Fill) ETA(off int64, minHistory time.Duration) (eta time.Duration, ok bool) {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if off <= fl.written {
+		return 0, true
+	}
+	if fl.began.IsZero() {
+		return 0, false
+	}
+	elapsed := time.Since(fl.began)
+	if elapsed < minHistory || fl.written == 0 {
+		return 0, false
+	}
+	rate := float64(fl.written) / elapsed.Seconds()
+	return time.Duration(float64(off-fl.written) / rate * float64(time.Second)), true
 }
 
 // NewReader returns a reader of [off, off+n) that follows the fill: it

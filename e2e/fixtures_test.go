@@ -301,10 +301,21 @@ func startClowder(t *testing.T, tl *tools, cfg, logPath string, args ...string) 
 	p := startProc(t, "clowder", logPath, command(tl.clowder, append([]string{"serve", "--config", cfg}, args...)...))
 	deadline := time.Now().Add(procStartTimeout)
 	for {
+		// "listening" (one per listener, the config's listen first), then
+		// "clowder serving"; older builds put listen on the latter.
+		addr := ""
 		for _, l := range logLines(t, logPath) {
+			if l["message"] == "listening" && addr == "" {
+				addr = str(l, "listen")
+			}
 			if l["message"] == "clowder serving" {
-				addr, _ := l["listen"].(string)
-				root, _ := l["root"].(string)
+				if a := str(l, "listen"); a != "" {
+					addr = a
+				}
+				root := str(l, "root")
+				if addr == "" {
+					t.Fatalf("clowder serve: no listen address in its log:\n%s", tail(p.log(), 30))
+				}
 				if err := waitReady(p, addr); err != nil {
 					t.Fatal(err)
 				}

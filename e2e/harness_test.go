@@ -45,6 +45,9 @@ func needTools(t *testing.T) *tools {
 		p := os.Getenv(envVar)
 		if p == "" {
 			p = filepath.Join(binDir, name)
+			if envVar == "CLOWDER_BIN" {
+				p = filepath.Join("..", "bin", "clowder") // make build's default BIN
+			}
 		}
 		if abs, err := filepath.Abs(p); err == nil {
 			p = abs
@@ -312,8 +315,8 @@ func layoutIndex(t testing.TB, dir string) []descriptor {
 	return parseManifest(t, dir+"/index.json", b).Manifests
 }
 
-// layoutRef returns the descriptor named ref in DIR/index.json ("" when
-// index.json holds exactly one unnamed-or-any descriptor is acceptable).
+// layoutRef returns the descriptor named ref in DIR/index.json; ref ""
+// accepts the only descriptor of an index.json that holds exactly one.
 func layoutRef(t testing.TB, dir, ref string) (descriptor, error) {
 	t.Helper()
 	idx := layoutIndex(t, dir)

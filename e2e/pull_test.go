@@ -17,13 +17,15 @@ import (
 )
 
 // TestPullThrough: real clients pull through Clowder from a real registry and
-// must see exactly the upstream's digests; then the upstream goes away and the
-// warm cache keeps serving; then strict readers read the cache directory as
-// an OCI image layout.
+// must see exactly the upstream's digests (crane, oras, regctl, skopeo,
+// containerd via a hosts.toml mirror and ?ns=); routing, 404s, referrers, a
+// moving tag and a cold fan-out behave as on the upstream; then the upstream
+// hangs, then goes away, and the warm cache keeps serving; last, strict
+// readers read the cache directory as an OCI image layout.
 //
-// The subtests run in order and share one registry and one clowder. Each warms
-// what it needs itself (cheap when an earlier subtest already did), so a
-// single one can run alone with -run.
+// The subtests run in order and share one registry, one clowder and one
+// containerd. Each warms what it needs itself (cheap when an earlier subtest
+// already did), so a single one can run alone with -run.
 func TestPullThrough(t *testing.T) {
 	tl := needTools(t)
 	reg := startRegistry(t, tl)
@@ -714,8 +716,13 @@ func (e *env) testReferrers(t *testing.T) {
 	if got := e.discover(t, e.up(signed)); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("oras discover --plain-http --format json %s = referrers %v, want %v (as on the upstream)", e.up(signed), got, want)
 	}
-	// What Clowder answers on the referrers API itself.
+	// The referrers tag schema (what oras attach wrote, and what clients
+	// fall back to on a 404 from the referrers API) goes through as a tag.
 	dgst := e.c.digest[refBase]
+	fallback := "test/signed:sha256-" + strings.TrimPrefix(dgst, "sha256:")
+	direct := strings.TrimSpace(e.crane("digest", "--insecure", e.reg.addr+"/"+fallback).must(t))
+	checkDigest(t, e.crane("digest", "--insecure", e.up(fallback)), direct)
+	// What Clowder answers on the referrers API itself.
 	u := "http://" + e.cl.addr + "/v2/up/test/signed/referrers/" + dgst
 	if resp, err := http.Get(u); err == nil {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))

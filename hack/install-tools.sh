@@ -19,6 +19,7 @@ CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
 ORAS_VERSION="${ORAS_VERSION:-v1.3.6}"
 REGCTL_VERSION="${REGCTL_VERSION:-v0.11.7}"
 REGISTRY_VERSION="${REGISTRY_VERSION:-v3.1.2}"
+OLLAMA_VERSION="${OLLAMA_VERSION:-v0.32.15}"
 GO="${GO:-go}"
 
 BIN_DIR="$TOOLS_DIR/bin"
@@ -56,8 +57,8 @@ go_tool() {
 	mkdir -p "$tmp"
 	log "$name $version: go install $pkg@$version (this can take minutes)"
 	# Build outside any module so the repo's go.mod/GOFLAGS cannot interfere.
-	# CGO off: static binaries, no C toolchain needed.
-	if ! (cd / && GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS= "$GO" install "$pkg@$version"); then
+	# CGO off (static binaries) unless CGO=1 (ollama needs it; gcc is on the machine).
+	if ! (cd / && GOBIN="$tmp" CGO_ENABLED="${CGO:-0}" GOFLAGS= "$GO" install "$pkg@$version"); then
 		rm -rf "$tmp"
 		log "$name $version: BUILD FAILED"
 		return 1
@@ -115,11 +116,13 @@ install_one() {
 	oras) go_tool oras oras.land/oras/cmd/oras "$ORAS_VERSION" ;;
 	regctl) go_tool regctl github.com/regclient/regclient/cmd/regctl "$REGCTL_VERSION" ;;
 	registry) go_tool registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION" ;;
+	# ollama: only v0.32.15 builds here (@latest resolves to v0.17.4, which does not); ~3-7 min.
+	ollama) CGO=1 go_tool ollama github.com/ollama/ollama "$OLLAMA_VERSION" ;;
 	skopeo) apt_tool skopeo skopeo ;;
 	containerd) apt_tool containerd containerd ctr ;;
 	go) for t in crane oras regctl registry; do install_one "$t"; done ;;
 	apt) for t in skopeo containerd; do install_one "$t"; done ;;
-	all) install_one go; install_one apt ;;
+	all) install_one go; install_one apt; install_one ollama ;;
 	*) log "unknown tool: $1"; return 2 ;;
 	esac
 }

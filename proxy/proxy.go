@@ -50,8 +50,13 @@ type Options struct {
 	// UpstreamTimeout bounds manifest and metadata requests for cold objects.
 	UpstreamTimeout time.Duration
 	// FarRange is how far past a running fill's write point a range must
-	// start to be served by a ranged upstream request of its own.
+	// start to be served by a ranged upstream request of its own ...
 	FarRange int64
+	// FarWait ... and how long the fill would take to get there at its
+	// rate so far. Nearer ranges wait for the fill (one upstream fetch);
+	// this keeps far ones flowing on slow links (ollama retries a part
+	// that gets no byte for 30 s).
+	FarWait time.Duration
 	// Now returns the time (tests).
 	Now func() time.Time
 }
@@ -79,7 +84,10 @@ func New(store cas.Store, filler *cas.Filler, router *upstream.Router, opts Opti
 		opts.UpstreamTimeout = 5 * time.Minute
 	}
 	if opts.FarRange == 0 {
-		opts.FarRange = 64 << 20
+		opts.FarRange = 16 << 20
+	}
+	if opts.FarWait == 0 {
+		opts.FarWait = 10 * time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -387,8 +395,10 @@ func (p *Proxy) GetBlob(ctx context.Context, rt upstream.Route, d digest.Digest)
 		// A range far past the write point is served by its own ranged
 		// upstream request instead of waiting for the fill to get there.
 		if off > 0 && off-fl.Written() > p.opts.FarRange {
-			if r, err := p.directRange(ctx, src, rt.Repo, d, off, n); err == nil {
-				return r, nil
+			if eta, ok := fl.ETA(off, 500*time.Millisecond); ok && eta > p.opts.FarWait {
+				if r, err := p.directRange(ctx, src, rt.Repo, d, off, n); err == nil {
+					return r, nil
+				}
 			}
 		}
 		r, err := fl.NewReader(ctx, off, n)
@@ -528,7 +538,33 @@ func (p *Proxy) Referrers(ctx context.Context, rt upstream.Route, d digest.Diges
 			return idx, nil
 		}
 	}
-	return p.cachedReferrers(ctx, rt.Name, d, artifactType)
+	// The upstream has no referrers API (or cannot be reached): answer
+	// from the referrers tag schema (tag sha256-<hex>, fetched and cached
+	// like any tag) plus the cached manifests whose subject is d. Clowder
+	// always supports the API, so a client never has to fall back itself
+	// (oras refuses an API that answers 200 for one digest and 404 for the
+	// next).
+	idx, err := p.cachedReferrers(ctx, rt.Name, d, artifactType)
+	if err != nil {
+		return idx, err
+	}
+	seen := map[digest.Digest]bool{}
+	for _, m := range idx.Manifests {
+		seen[m.Digest] = true
+	}
+	if m, err := p.GetManifest(ctx, rt, d.Algorithm().String()+"-"+d.Encoded()); err == nil {
+		var tagIdx ocispec.Index
+		if json.Unmarshal(m.Body, &tagIdx) == nil {
+			for _, x := range tagIdx.Manifests {
+				if seen[x.Digest] || (artifactType != "" && x.ArtifactType != artifactType) {
+					continue
+				}
+				seen[x.Digest] = true
+				idx.Manifests = append(idx.Manifests, x)
+			}
+		}
+	}
+	return idx, nil
 }
 
 func (p *Proxy) cachedReferrers(ctx context.Context, name string, d digest.Digest, artifactType string) (ocispec.Index, error) {

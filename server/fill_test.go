@@ -236,10 +236,10 @@ func TestFarRangeDuringFill(t *testing.T) {
 	const size = 8 << 20
 	up := testutil.NewBlobServer(t, size)
 	up.Rate = 2 << 20 // 4 s
-	e := newEnvWith(t, proxy.Options{FarRange: 1 << 20}, upSpec{name: "up", url: up.URL})
+	e := newEnvWith(t, proxy.Options{FarRange: 1 << 20, FarWait: time.Second}, upSpec{name: "up", url: up.URL})
 	path := "/v2/up/f/blobs/" + up.Digest.String()
 	go e.timedGet(path, "")
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(700 * time.Millisecond) // enough history to estimate the fill's rate
 	rng := fmt.Sprintf("bytes=%d-%d", size-1000, size-1)
 	status, ttfb, got, err := e.timedGet(path, rng)
 	if err != nil || status != 206 || !bytes.Equal(got, up.Data[size-1000:]) {

@@ -129,13 +129,16 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request, rt upstream.
 	}
 	defer b.Close()
 	info(r).cache = cacheState(b.Hit, false)
-	serveBlob(w, r, b)
+	// The canonical path names the upstream, so a follow-up request routes
+	// here whatever its User-Agent (ollama sends its ranged parts with Go's
+	// default one).
+	serveBlob(w, r, b, "/v2/"+rt.Name+"/blobs/"+d.String())
 }
 
 // serveBlob answers GET/HEAD of a blob with Range support. Headers go out
 // before the body; a body that cannot be completed aborts the connection so
 // the client never sees a clean short response.
-func serveBlob(w http.ResponseWriter, r *http.Request, b *proxy.Blob) {
+func serveBlob(w http.ResponseWriter, r *http.Request, b *proxy.Blob, location string) {
 	h := w.Header()
 	h.Set("Docker-Content-Digest", b.Digest.String())
 	h.Set("ETag", `"`+b.Digest.String()+`"`)
@@ -162,7 +165,7 @@ func serveBlob(w http.ResponseWriter, r *http.Request, b *proxy.Blob) {
 		// ranged parts, and reads Location even on a 200 (it fails with
 		// "no Location header in response" without one): point it back at
 		// this same blob. Other clients ignore Location on a 200.
-		h.Set("Location", r.URL.Path)
+		h.Set("Location", location)
 	}
 	if r.Method == http.MethodHead {
 		w.WriteHeader(status)

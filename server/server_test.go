@@ -28,6 +28,7 @@ import (
 	"github.com/clowder-dev/clowder/server"
 	"github.com/clowder-dev/clowder/upstream"
 	"github.com/clowder-dev/clowder/upstream/oci"
+	"github.com/clowder-dev/clowder/upstream/ollama"
 )
 
 type env struct {
@@ -35,6 +36,7 @@ type env struct {
 	root   string
 	store  *cas.Layout
 	filler *cas.Filler
+	proxy  *proxy.Proxy
 	srv    *httptest.Server
 	host   string
 }
@@ -70,7 +72,12 @@ func newEnvWith(t *testing.T, popts proxy.Options, ups ...upSpec) *env {
 			user, pass := u.user, u.pass
 			opts.Credentials = func(string) (string, string, bool) { return user, pass, true }
 		}
-		c, err := oci.New(u.url, opts)
+		newClient := oci.New
+		if u.ollama {
+			cu.Type = config.TypeOllama
+			newClient = ollama.New
+		}
+		c, err := newClient(u.url, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,7 +89,7 @@ func newEnvWith(t *testing.T, popts proxy.Options, ups ...upSpec) *env {
 	srv := httptest.NewServer(server.New(p, zerolog.Nop()))
 	t.Cleanup(srv.Close)
 	u, _ := url.Parse(srv.URL)
-	return &env{t: t, root: root, store: store, filler: filler, srv: srv, host: u.Host}
+	return &env{t: t, root: root, store: store, filler: filler, proxy: p, srv: srv, host: u.Host}
 }
 
 // pull pulls ref through the proxy with go-containerregistry's client, reads

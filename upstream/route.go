@@ -110,21 +110,29 @@ func (r *Router) Route(name, ns string) (Route, error) {
 	return r.RouteRequest(name, Request{NS: ns})
 }
 
-// RouteRequest routes a name: a first segment naming an upstream wins; then
-// ?ns=; then the listener's own default upstream; then, for ollama clients
+// RouteRequest routes a name: ?ns= (the path is then that upstream's own
+// repository name); else a first segment naming an upstream; then the listener's own default upstream; then, for ollama clients
 // (User-Agent "ollama/..."), the ollama upstream; then the default upstream.
 func (r *Router) RouteRequest(name string, req Request) (Route, error) {
-	if first, rest, ok := strings.Cut(name, "/"); ok {
-		if u := r.byName[first]; u != nil {
-			return r.route(u, rest, false), nil
-		}
-	}
+	first, rest, hasSlash := strings.Cut(name, "/")
 	if req.NS != "" {
+		// A mirror request (containerd): the path is the upstream
+		// registry's own repository name, whatever its first segment is
+		// called. Only a prefix naming the same upstream is dropped
+		// (hosts.toml override_path setups that point at /v2/<name>/).
 		u := r.byNS[strings.ToLower(req.NS)]
 		if u == nil {
 			return Route{}, fmt.Errorf("ns=%s: %w", url.QueryEscape(req.NS), ErrUnknownNamespace)
 		}
+		if hasSlash && r.byName[first] == u {
+			return r.route(u, rest, true), nil
+		}
 		return r.route(u, name, true), nil
+	}
+	if hasSlash {
+		if u := r.byName[first]; u != nil {
+			return r.route(u, rest, false), nil
+		}
 	}
 	if u := r.byName[req.ListenerDefault]; u != nil {
 		return r.route(u, name, false), nil

@@ -29,6 +29,10 @@ func TestRoute(t *testing.T) {
 		{"team/x", "10.0.0.7:5000", "corp", "corp/team/x", nil},
 		{"team/x", "quay.io", "", "", ErrUnknownNamespace},
 		{"corp/team/x", "", "corp", "corp/team/x", nil},
+		// With ?ns=, the path is the mirrored registry's own name.
+		{"ghcr.io/x", "docker.io", "docker.io", "docker.io/ghcr.io/x", nil},
+		{"corp/shadow", "docker.io", "docker.io", "docker.io/corp/shadow", nil},
+		{"docker.io/library/alpine", "docker.io", "docker.io", "docker.io/library/alpine", nil},
 	}
 	for _, c := range cases {
 		rt, err := r.Route(c.name, c.ns)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/clowder-dev/clowder/config"
 	"github.com/clowder-dev/clowder/server"
 )
 
@@ -36,28 +37,49 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			srv := server.New(a.proxy, a.log).HTTPServer(cfg.Listen)
-			ln, err := net.Listen("tcp", cfg.Listen)
-			if err != nil {
-				return err
+			type listener struct {
+				srv *http.Server
+				ln  net.Listener
 			}
-			a.log.Info().Str("listen", ln.Addr().String()).Str("root", a.store.Root()).Int("upstreams", len(cfg.Upstreams)).Str("version", version).Msg("clowder serving")
+			var lns []listener
+			addrs := []config.Listener{{Listen: cfg.Listen}}
+			addrs = append(addrs, cfg.Listeners...)
+			for _, l := range addrs {
+				srv := server.New(a.proxy, a.log, server.Options{DefaultUpstream: l.DefaultUpstream}).HTTPServer(l.Listen)
+				ln, err := net.Listen("tcp", l.Listen)
+				if err != nil {
+					for _, x := range lns {
+						x.ln.Close()
+					}
+					return err
+				}
+				lns = append(lns, listener{srv, ln})
+				a.log.Info().Str("listen", ln.Addr().String()).Str("default_upstream", l.DefaultUpstream).Msg("listening")
+			}
+			a.log.Info().Str("root", a.store.Root()).Int("upstreams", len(cfg.Upstreams)).Str("version", version).Msg("clowder serving")
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			errc := make(chan error, 1)
-			go func() { errc <- srv.Serve(ln) }()
+			errc := make(chan error, len(lns))
+			for _, l := range lns {
+				go func() { errc <- l.srv.Serve(l.ln) }()
+			}
+			var serveErr error
 			select {
-			case err := <-errc:
-				return err
+			case serveErr = <-errc:
 			case <-ctx.Done():
 			}
 			a.log.Info().Msg("shutting down")
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return err
+			for _, l := range lns {
+				if err := l.srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) && serveErr == nil {
+					serveErr = err
+				}
 			}
-			return nil
+			if errors.Is(serveErr, http.ErrServerClosed) {
+				serveErr = nil
+			}
+			return serveErr
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen on (host:port); overrides the config's listen")

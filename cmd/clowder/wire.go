@@ -16,6 +16,7 @@ import (
 	"github.com/clowder-dev/clowder/proxy"
 	"github.com/clowder-dev/clowder/upstream"
 	"github.com/clowder-dev/clowder/upstream/oci"
+	"github.com/clowder-dev/clowder/upstream/ollama"
 )
 
 // app is everything a subcommand needs, wired from the config.
@@ -99,8 +100,7 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 			}
 			up.Source = c
 		case config.TypeOllama:
-			c, err := oci.New(u.URL, oci.Options{Name: u.Name, Transport: transport, Credentials: credentials(u), UserAgent: "clowder/" + version,
-				Accept: []string{oci.MediaTypeDockerManifest}, NoHEAD: true})
+			c, err := ollama.New(u.URL, oci.Options{Name: u.Name, Transport: transport, Credentials: credentials(u), UserAgent: "clowder/" + version})
 			if err != nil {
 				return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
 			}
@@ -109,6 +109,7 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 		ups = append(ups, up)
 	}
 	router := upstream.NewRouter(ups)
+	router.SetOllama(cfg.OllamaUpstreamName())
 	p := proxy.New(store, filler, router, proxy.Options{
 		RevalidateTimeout: time.Duration(cfg.RevalidateTimeout),
 		UpstreamTimeout:   time.Duration(cfg.UpstreamTimeout),
