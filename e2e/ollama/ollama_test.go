@@ -92,6 +92,8 @@ type env struct {
 	ollamaEv []string
 	models   string
 	clowder  string // host:port
+	corp     string // the listener whose default upstream is corp
+	root     string
 	clog     *bytes.Buffer
 }
 
@@ -113,13 +115,20 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func setup(t *testing.T, o *testutil.OllamaRegistry) *env {
+func setup(t *testing.T, o *testutil.OllamaRegistry, corp *testutil.Registry) *env {
 	bin := need(t, "OLLAMA")
 	clowder := need(t, "CLOWDER_BIN")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "clowder.yaml")
-	caddr := freeAddr(t)
-	os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\nroot: %s\nupstreams:\n  - {name: registry.ollama.ai, type: ollama, url: '%s', tag_ttl: 1h}\n", caddr, filepath.Join(dir, "cache"), o.Server.URL)), 0o644)
+	caddr, corpAddr := freeAddr(t), freeAddr(t)
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: %s
+root: %s
+listeners:
+  - {listen: %s, default_upstream: corp}  # a second port serves the company registry to ollama clients
+upstreams:
+  - {name: registry.ollama.ai, type: ollama, url: '%s', tag_ttl: 1h}
+  - {name: corp, type: oci, url: 'http://%s'}
+`, caddr, filepath.Join(dir, "cache"), corpAddr, o.Server.URL, corp.Host)), 0o644)
 	c := start(t, clowder, nil, "http://"+caddr+"/v2/", "serve", "--config", cfg)
 	oaddr := freeAddr(t)
 	home := filepath.Join(dir, "home")
@@ -127,7 +136,7 @@ func setup(t *testing.T, o *testutil.OllamaRegistry) *env {
 	os.MkdirAll(home, 0o755)
 	ev := []string{"HOME=" + home, "OLLAMA_MODELS=" + models, "OLLAMA_HOST=" + oaddr, "OLLAMA_NOPRUNE=1"}
 	start(t, bin, ev, "http://"+oaddr+"/", "serve")
-	return &env{t: t, ollama: bin, ollamaEv: ev, models: models, clowder: caddr, clog: c.log}
+	return &env{t: t, ollama: bin, ollamaEv: ev, models: models, clowder: caddr, corp: corpAddr, clog: c.log, root: filepath.Join(dir, "cache")}
 }
 
 // checkBlobs hashes every blob ollama stored.
@@ -169,7 +178,10 @@ func TestOllamaPullThroughClowder(t *testing.T) {
 	large := testutil.NewOllamaModel(28 << 20) // 112 MiB: parallel ranged parts
 	o.Add("library/tiny:latest", small)
 	o.Add("library/big:1b", large)
-	e := setup(t, o)
+	corp := testutil.NewRegistry(t, testutil.RegistryOptions{})
+	team := testutil.NewOllamaModel(1 << 20)
+	testutil.PushRaw(t, corp.DirectHost, "team/model", "v1", team.OCI(), team.Blobs)
+	e := setup(t, o, corp)
 
 	ref := e.clowder + "/library/tiny:latest"
 	out, err := e.ollamaCmd("pull", "--insecure", ref)
@@ -197,6 +209,28 @@ func TestOllamaPullThroughClowder(t *testing.T) {
 		t.Errorf("clowder saw %d ranged part requests from ollama, want several", parts)
 	}
 	e.checkBlobs(distinct(small, large))
+
+	// The same model is an OCI artifact: oras reads it through Clowder, and
+	// the cache directory is a layout oras can copy it from.
+	if oras := os.Getenv("ORAS"); oras != "" {
+		for _, args := range [][]string{
+			{"pull", "--plain-http", "-o", t.TempDir(), e.clowder + "/registry.ollama.ai/library/tiny:latest"},
+			{"copy", "--from-oci-layout", e.root + "@registry.ollama.ai/library/tiny:latest", "--to-oci-layout", filepath.Join(t.TempDir(), "copy") + ":tiny"},
+		} {
+			if out, err := exec.Command(oras, args...).CombinedOutput(); err != nil {
+				t.Errorf("oras %s = %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
+	}
+
+	// An OCI-packaged model in a company registry, on the listener whose
+	// default upstream is that registry.
+	teamRef := e.corp + "/team/model:v1"
+	out, err = e.ollamaCmd("pull", "--insecure", teamRef)
+	if err != nil || !strings.Contains(out, "success") {
+		t.Fatalf("ollama pull %s (OCI manifest, ollama layers) = %v\n%s\nclowder log:\n%s", teamRef, err, out, lastLines(e.clog.String(), 20))
+	}
+	e.checkBlobs(distinct(small, large, team))
 
 	// Warm, with the upstream and its object store gone.
 	if _, err := e.ollamaCmd("rm", ref); err != nil {

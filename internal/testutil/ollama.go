@@ -258,3 +258,14 @@ func (o *OllamaRegistry) serveStore(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
 }
+
+// OCI returns the model repackaged as an OCI image manifest (same config and
+// layers, ollama layer media types), as a team would push it to an ordinary
+// OCI registry.
+func (m *OllamaModel) OCI() []byte {
+	var doc map[string]any
+	_ = json.Unmarshal(m.Manifest, &doc)
+	doc["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
+	b, _ := json.Marshal(doc)
+	return b
+}
