@@ -53,6 +53,10 @@ type Config struct {
 	// User-Agent starts with "ollama/" and whose name has no upstream
 	// prefix. Default: the first upstream of type ollama.
 	OllamaUpstream string `yaml:"ollama_upstream"`
+	// PublicURL is the base URL clients reach Clowder at, when a load
+	// balancer or TLS terminator sits in front (Hugging Face pagination
+	// links point there). Default: the request's Host.
+	PublicURL string `yaml:"public_url"`
 }
 
 // Listener is an extra address Clowder serves on.
@@ -81,6 +85,9 @@ type Upstream struct {
 	// credentials for the URL's host in ~/.docker/config.json are used.
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
+	// Token is a Hugging Face access token (type huggingface); when empty
+	// $HF_TOKEN is used.
+	Token string `yaml:"token"`
 	// Aliases are further ?ns= values that mean this upstream.
 	Aliases []string `yaml:"aliases"`
 }
@@ -273,6 +280,11 @@ func (c *Config) Validate() error {
 		}
 		if (u.Username == "") != (u.Password == "") {
 			return fmt.Errorf("%s.password: username and password go together", key)
+		}
+	}
+	if c.PublicURL != "" {
+		if p, err := url.Parse(c.PublicURL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.RawQuery != "" {
+			return fmt.Errorf("public_url: %q is not an http(s) URL", c.PublicURL)
 		}
 	}
 	if c.OllamaUpstream != "" {

@@ -73,7 +73,18 @@ type Proxy struct {
 
 	mu        sync.Mutex
 	confirmed map[string]time.Time
+	hf        *HF
 }
+
+// SetHF registers the Hugging Face front (the first huggingface upstream).
+func (p *Proxy) SetHF(h *HF) {
+	if p.hf == nil {
+		p.hf = h
+	}
+}
+
+// HF returns the Hugging Face front, or nil.
+func (p *Proxy) HF() *HF { return p.hf }
 
 // New returns a Proxy.
 func New(store cas.Store, filler *cas.Filler, router *upstream.Router, opts Options) *Proxy {
@@ -364,6 +375,20 @@ func (b *Blob) Close() error {
 // GetBlob returns a held blob, or joins or starts its fill from the routed
 // upstream. A blob by digest never goes upstream once held.
 func (p *Proxy) GetBlob(ctx context.Context, rt upstream.Route, d digest.Digest) (*Blob, error) {
+	src := rt.Upstream.Source
+	if src == nil {
+		return nil, fmt.Errorf("%s: %w", rt.Name, ErrNoSource)
+	}
+	return p.BlobFrom(ctx, ocispec.Descriptor{Digest: d, Size: -1}, func(ctx context.Context, off int64) (io.ReadCloser, int64, int64, error) {
+		return src.Blob(ctx, rt.Repo, d, off)
+	})
+}
+
+// BlobFrom is the one fill path every protocol shares: the held blob, else
+// the running fill of desc.Digest, else a new fill from fetch. desc.Size is
+// -1 when unknown.
+func (p *Proxy) BlobFrom(ctx context.Context, desc ocispec.Descriptor, fetch cas.FetchFunc) (*Blob, error) {
+	d := desc.Digest
 	if err := cas.ValidateDigest(d); err != nil {
 		return nil, err
 	}
@@ -372,13 +397,7 @@ func (p *Proxy) GetBlob(ctx context.Context, rt upstream.Route, d digest.Digest)
 			return sectionReader(f, off, n, f.Size()), nil
 		}}, nil
 	}
-	src := rt.Upstream.Source
-	if src == nil {
-		return nil, fmt.Errorf("%s: %w", rt.Name, ErrNoSource)
-	}
-	fl := p.filler.Start(ocispec.Descriptor{Digest: d, Size: -1}, func(ctx context.Context, off int64) (io.ReadCloser, int64, int64, error) {
-		return src.Blob(ctx, rt.Repo, d, off)
-	})
+	fl := p.filler.Start(desc, fetch)
 	size, err := fl.Ready(ctx)
 	if err != nil {
 		return nil, mapNotFound(err, ErrBlobUnknown)
@@ -389,14 +408,14 @@ func (p *Proxy) GetBlob(ctx context.Context, rt upstream.Route, d digest.Digest)
 		if _, err := fl.Wait(ctx); err != nil {
 			return nil, mapNotFound(err, ErrBlobUnknown)
 		}
-		return p.GetBlob(ctx, rt, d)
+		return p.BlobFrom(ctx, desc, fetch)
 	}
 	return &Blob{Digest: d, Size: size, open: func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 		// A range far past the write point is served by its own ranged
 		// upstream request instead of waiting for the fill to get there.
 		if off > 0 && off-fl.Written() > p.opts.FarRange {
 			if eta, ok := fl.ETA(off, 500*time.Millisecond); ok && eta > p.opts.FarWait {
-				if r, err := p.directRange(ctx, src, rt.Repo, d, off, n); err == nil {
+				if r, err := directRange(ctx, fetch, off, n); err == nil {
 					return r, nil
 				}
 			}
@@ -413,8 +432,9 @@ func (p *Proxy) GetBlob(ctx context.Context, rt upstream.Route, d digest.Digest)
 	}}, nil
 }
 
-func (p *Proxy) directRange(ctx context.Context, src upstream.Source, repo string, d digest.Digest, off, n int64) (io.ReadCloser, error) {
-	body, start, _, err := src.Blob(ctx, repo, d, off)
+// directRange reads [off, off+n) straight from the upstream, not stored.
+func directRange(ctx context.Context, fetch cas.FetchFunc, off, n int64) (io.ReadCloser, error) {
+	body, start, _, err := fetch(ctx, off)
 	if err != nil {
 		return nil, err
 	}

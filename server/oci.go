@@ -141,7 +141,9 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request, rt upstream.
 func serveBlob(w http.ResponseWriter, r *http.Request, b *proxy.Blob, location string) {
 	h := w.Header()
 	h.Set("Docker-Content-Digest", b.Digest.String())
-	h.Set("ETag", `"`+b.Digest.String()+`"`)
+	if h.Get("ETag") == "" {
+		h.Set("ETag", `"`+b.Digest.String()+`"`)
+	}
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("Content-Type", "application/octet-stream")
 	off, n := int64(0), b.Size
@@ -160,7 +162,7 @@ func serveBlob(w http.ResponseWriter, r *http.Request, b *proxy.Blob, location s
 	if n >= 0 {
 		h.Set("Content-Length", strconv.FormatInt(n, 10))
 	}
-	if status == http.StatusOK {
+	if status == http.StatusOK && location != "" {
 		// ollama's client GETs a blob only to learn where to fetch its
 		// ranged parts, and reads Location even on a 200 (it fails with
 		// "no Location header in response" without one): point it back at

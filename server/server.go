@@ -24,6 +24,10 @@ type Options struct {
 	// DefaultUpstream names this listener's upstream for names without a
 	// known prefix (before the User-Agent rule and the global default).
 	DefaultUpstream string
+	// PublicURL is the base URL clients reach Clowder at (behind a load
+	// balancer or TLS); pagination links are built on it. Default: the
+	// request's Host.
+	PublicURL string
 }
 
 // New returns a Server for one listener.
@@ -42,7 +46,11 @@ func New(p *proxy.Proxy, log zerolog.Logger, opts ...Options) *Server {
 	r.Get("/v2/", s.handleBase)
 	r.Head("/v2/", s.handleBase)
 	r.HandleFunc("/v2/*", s.handleOCI)
+	r.HandleFunc("/api/*", s.handleHFAPI)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		if s.handleHFResolve(w, r) {
+			return
+		}
 		writeError(w, r, errorf(http.StatusNotFound, CodeUnsupported, "no such endpoint: "+r.URL.Path))
 	})
 	s.mux = r

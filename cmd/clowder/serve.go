@@ -45,7 +45,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			addrs := []config.Listener{{Listen: cfg.Listen}}
 			addrs = append(addrs, cfg.Listeners...)
 			for _, l := range addrs {
-				srv := server.New(a.proxy, a.log, server.Options{DefaultUpstream: l.DefaultUpstream}).HTTPServer(l.Listen)
+				srv := server.New(a.proxy, a.log, server.Options{DefaultUpstream: l.DefaultUpstream, PublicURL: cfg.PublicURL}).HTTPServer(l.Listen)
 				ln, err := net.Listen("tcp", l.Listen)
 				if err != nil {
 					for _, x := range lns {

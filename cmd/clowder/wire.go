@@ -15,6 +15,7 @@ import (
 	"github.com/clowder-dev/clowder/config"
 	"github.com/clowder-dev/clowder/proxy"
 	"github.com/clowder-dev/clowder/upstream"
+	"github.com/clowder-dev/clowder/upstream/huggingface"
 	"github.com/clowder-dev/clowder/upstream/oci"
 	"github.com/clowder-dev/clowder/upstream/ollama"
 )
@@ -114,5 +115,21 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 		RevalidateTimeout: time.Duration(cfg.RevalidateTimeout),
 		UpstreamTimeout:   time.Duration(cfg.UpstreamTimeout),
 	})
+	for _, up := range ups {
+		if up.Type != config.TypeHuggingFace {
+			continue
+		}
+		token := up.Token
+		if token == "" {
+			token = os.Getenv("HF_TOKEN")
+		}
+		c, err := huggingface.New(up.URL, token, transport, "clowder/"+version)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", up.Name, err)
+		}
+		h := proxy.NewHF(p, up, c)
+		up.Source = h.Source()
+		p.SetHF(h)
+	}
 	return &app{cfg: cfg, log: log, store: store, filler: filler, router: router, proxy: p}, nil
 }
