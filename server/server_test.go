@@ -27,6 +27,7 @@ import (
 	"github.com/clowder-dev/clowder/proxy"
 	"github.com/clowder-dev/clowder/server"
 	"github.com/clowder-dev/clowder/upstream"
+	"github.com/clowder-dev/clowder/upstream/huggingface"
 	"github.com/clowder-dev/clowder/upstream/oci"
 	"github.com/clowder-dev/clowder/upstream/ollama"
 )
@@ -49,6 +50,7 @@ type upSpec struct {
 	user   string
 	pass   string
 	ollama bool
+	hf     bool
 }
 
 func newEnv(t *testing.T, ups ...upSpec) *env {
@@ -72,6 +74,11 @@ func newEnvWith(t *testing.T, popts proxy.Options, ups ...upSpec) *env {
 			user, pass := u.user, u.pass
 			opts.Credentials = func(string) (string, string, bool) { return user, pass, true }
 		}
+		if u.hf {
+			cu.Type = config.TypeHuggingFace
+			list = append(list, &upstream.Upstream{Upstream: cu})
+			continue
+		}
 		newClient := oci.New
 		if u.ollama {
 			cu.Type = config.TypeOllama
@@ -86,6 +93,17 @@ func newEnvWith(t *testing.T, popts proxy.Options, ups ...upSpec) *env {
 	filler := cas.NewFiller(store)
 	filler.Backoff = 10 * time.Millisecond
 	p := proxy.New(store, filler, upstream.NewRouter(list), popts)
+	for _, up := range list {
+		if up.Type == config.TypeHuggingFace {
+			c, err := huggingface.New(up.URL, up.Token, nil, "clowder-test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := proxy.NewHF(p, up, c)
+			up.Source = h.Source()
+			p.SetHF(h)
+		}
+	}
 	srv := httptest.NewServer(server.New(p, zerolog.Nop()))
 	t.Cleanup(srv.Close)
 	u, _ := url.Parse(srv.URL)
