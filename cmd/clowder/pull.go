@@ -22,11 +22,13 @@ import (
 func newPullCmd(g *globalFlags) *cobra.Command {
 	var platform string
 	cmd := &cobra.Command{
-		Use:   "pull REF",
+		Use:   "pull REF | hf://[datasets/]ORG/REPO[@REV][:PATH]",
 		Short: "Fill the cache with an image or artifact, without a client (air-gap pre-seed)",
 		Long: `Pull REF (NAME:TAG or NAME@DIGEST) through the configured upstreams into the cache.
 Short names expand the way docker does: alpine:3.20 -> docker.io/library/alpine:3.20.
-For an image index, every platform is pulled unless --platform is given.`,
+For an image index, every platform is pulled unless --platform is given.
+hf://ORG/REPO[@REV][:PATH] pulls a Hugging Face repo revision (or one file of it);
+hf://datasets/ORG/REPO a dataset.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := g.loadConfig()
@@ -97,6 +99,9 @@ type puller struct {
 }
 
 func pull(ctx context.Context, a *app, ref string, plat *ocispec.Platform, out io.Writer) error {
+	if strings.HasPrefix(ref, "hf://") {
+		return pullHF(ctx, a, ref, out)
+	}
 	name, tag, err := splitRef(ref)
 	if err != nil {
 		return err

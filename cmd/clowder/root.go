@@ -29,7 +29,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.configFile, "config", "", "config file (default: $CLOWDER_CONFIG, else the embedded default)")
 	pf.StringVar(&g.root, "root", "", "cache directory (an OCI image layout); overrides the config's root")
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error; overrides the config's log_level")
-	cmd.AddCommand(newServeCmd(g), newPullCmd(g), newVerifyCmd(g), newVersionCmd(), newConfigCmd(g))
+	cmd.AddCommand(newServeCmd(g), newPullCmd(g), newVerifyCmd(g), newPathCmd(g), newCheckoutCmd(g), newVersionCmd(), newConfigCmd(g))
 	return cmd
 }
 
@@ -62,6 +62,18 @@ func (g *globalFlags) loadConfig() (*config.Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// app loads the config and wires an app, logging warnings only.
+func (g *globalFlags) app() (*app, error) {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.LogLevel == "info" && g.logLevel == "" {
+		cfg.LogLevel = "warn"
+	}
+	return newApp(cfg, os.Stderr)
 }
 
 func oneLine(s string) string {
