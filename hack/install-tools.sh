@@ -20,6 +20,7 @@ ORAS_VERSION="${ORAS_VERSION:-v1.3.6}"
 REGCTL_VERSION="${REGCTL_VERSION:-v0.11.7}"
 REGISTRY_VERSION="${REGISTRY_VERSION:-v3.1.2}"
 OLLAMA_VERSION="${OLLAMA_VERSION:-v0.32.15}"
+HFJS_VERSION="${HFJS_VERSION:-2.17.5}"
 GO="${GO:-go}"
 
 BIN_DIR="$TOOLS_DIR/bin"
@@ -71,6 +72,33 @@ go_tool() {
 	log "$name $version: built in $((SECONDS - start))s"
 }
 
+# npm_tool NAME PACKAGE VERSION: npm install PACKAGE@VERSION into
+# versions/NAME@VERSION (node_modules inside), linked as bin/NAME.
+npm_tool() {
+	local name=$1 pkg=$2 version=$3
+	local dir="$VER_DIR/$name@$version"
+	if [[ -f "$dir/.ok" ]]; then
+		link "$name" "$dir"
+		log "$name $version: already installed"
+		return 0
+	fi
+	command -v npm >/dev/null 2>&1 || { log "$name: npm is missing"; return 1; }
+	local tmp="$dir.tmp.$$" start=$SECONDS
+	rm -rf "$tmp"
+	mkdir -p "$tmp"
+	log "$name $version: npm install $pkg@$version"
+	if ! (cd "$tmp" && npm install --no-audit --no-fund --silent "$pkg@$version" >/dev/null); then
+		rm -rf "$tmp"
+		log "$name $version: INSTALL FAILED"
+		return 1
+	fi
+	printf '%s@%s\n' "$pkg" "$version" >"$tmp/.ok"
+	rm -rf "$dir"
+	mv "$tmp" "$dir"
+	link "$name" "$dir"
+	log "$name $version: installed in $((SECONDS - start))s"
+}
+
 APT_UPDATED=
 apt_install() {
 	local sudo=
@@ -118,11 +146,13 @@ install_one() {
 	registry) go_tool registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION" ;;
 	# ollama: only v0.32.15 builds here (@latest resolves to v0.17.4, which does not); ~3-7 min.
 	ollama) CGO=1 go_tool ollama github.com/ollama/ollama "$OLLAMA_VERSION" ;;
+	# huggingface.js, the Hugging Face client that installs here (no PyPI).
+	hfjs) npm_tool hfjs @huggingface/hub "$HFJS_VERSION" ;;
 	skopeo) apt_tool skopeo skopeo ;;
 	containerd) apt_tool containerd containerd ctr ;;
 	go) for t in crane oras regctl registry; do install_one "$t"; done ;;
 	apt) for t in skopeo containerd; do install_one "$t"; done ;;
-	all) install_one go; install_one apt; install_one ollama ;;
+	all) install_one go; install_one apt; install_one ollama; install_one hfjs ;;
 	*) log "unknown tool: $1"; return 2 ;;
 	esac
 }

@@ -641,3 +641,32 @@ func (s hfSource) Blob(ctx context.Context, repo string, d digest.Digest, off in
 	}
 	return nil, 0, 0, fmt.Errorf("blob %s in %s: %w", d, repo, upstream.ErrNotFound)
 }
+
+// lfsPointerSize is the size of a git-lfs pointer file for a blob of n bytes.
+func lfsPointerSize(n int64) int64 {
+	return int64(len("version https://git-lfs.github.com/spec/v1\noid sha256:") + 64 + len("\nsize ") + len(strconv.FormatInt(n, 10)) + 1)
+}
+
+// PathsInfoFromView answers paths-info from a view (hub unreachable): the
+// listed files (and directories) that exist, in the hub's shape.
+func PathsInfoFromView(v *HFView, paths []string) []map[string]any {
+	out := []map[string]any{}
+	for _, p := range paths {
+		p = strings.Trim(p, "/")
+		if f, ok := v.File(p); ok {
+			e := map[string]any{"type": "file", "oid": f.OID, "size": f.Size, "path": f.Path}
+			if f.LFS {
+				e["lfs"] = map[string]any{"oid": f.Digest.Encoded(), "size": f.Size, "pointerSize": lfsPointerSize(f.Size)}
+			}
+			out = append(out, e)
+			continue
+		}
+		for _, f := range v.Files {
+			if strings.HasPrefix(f.Path, p+"/") {
+				out = append(out, map[string]any{"type": "directory", "oid": "", "size": 0, "path": p})
+				break
+			}
+		}
+	}
+	return out
+}

@@ -53,6 +53,9 @@ func classify(err error) *Error {
 	if errors.As(err, &e) {
 		return e
 	}
+	if e := classifyHosted(err); e != nil {
+		return e
+	}
 	var ue *upstream.Error
 	isUp := errors.As(err, &ue)
 	switch {

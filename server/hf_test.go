@@ -271,6 +271,27 @@ func TestHFOfflineWhenWarm(t *testing.T) {
 			t.Errorf("offline info = %s", b)
 		}
 	}
+	// paths-info as huggingface_hub sends it (a form) and huggingface.js (JSON).
+	for _, c := range []struct{ ct, body string }{
+		{"application/x-www-form-urlencoded", "paths=config.json&paths=model.safetensors&paths=nope&expand=false"},
+		{"application/json", `{"paths":["config.json","model.safetensors","nope"],"expand":false}`},
+	} {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/api/models/Org/Tiny/paths-info/main", strings.NewReader(c.body))
+		req.Header.Set("Content-Type", c.ct)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := body(t, resp)
+		var entries []map[string]any
+		if resp.StatusCode != 200 || json.Unmarshal(b, &entries) != nil || len(entries) != 2 {
+			t.Errorf("offline paths-info (%s) = %d %s", c.ct, resp.StatusCode, b)
+			continue
+		}
+		if lfs, ok := entries[1]["lfs"].(map[string]any); !ok || lfs["oid"] != testutil.SHA256(f.weight) {
+			t.Errorf("offline paths-info LFS entry = %v", entries[1])
+		}
+	}
 }
 
 // The OCI view: deterministic (same commit -> same digest, in another

@@ -77,13 +77,13 @@ func (s *Server) handleHFAPI(w http.ResponseWriter, r *http.Request) {
 		hfError(w, r, http.StatusNotFound, "", "Sorry, we can't find the page you are looking for.")
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	typ := repoTypes[segs[0]]
+	segs = segs[1:]
+	id, kw, rest, found := repoAt(segs, "revision", "tree", "paths-info")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && !(kw == "paths-info" && r.Method == http.MethodPost) {
 		hfError(w, r, http.StatusMethodNotAllowed, "", r.Method+" is not supported through the cache")
 		return
 	}
-	typ := repoTypes[segs[0]]
-	segs = segs[1:]
-	id, kw, rest, found := repoAt(segs, "revision", "tree")
 	if !found {
 		if len(segs) > 2 {
 			hfError(w, r, http.StatusNotFound, "", "unknown API route")
@@ -115,6 +115,12 @@ func (s *Server) handleHFAPI(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeRawJSON(w, r, b)
+	case "paths-info":
+		if len(rest) != 1 || r.Method != http.MethodPost {
+			hfError(w, r, http.StatusNotFound, "", "unknown API route")
+			return
+		}
+		s.handleHFPathsInfo(w, r, h, repo, rest[0], auth)
 	case "tree":
 		if len(rest) < 1 {
 			hfError(w, r, http.StatusNotFound, "", "unknown API route")
@@ -152,6 +158,55 @@ func (s *Server) handleHFTree(w http.ResponseWriter, r *http.Request, h *proxy.H
 	}
 	info(r).cache = "stale"
 	out, _ := json.Marshal(proxy.TreeFromView(v, dir, r.URL.Query().Get("recursive") == "true" || r.URL.Query().Get("recursive") == "1"))
+	writeRawJSON(w, r, out)
+}
+
+// handleHFPathsInfo answers POST paths-info: the hub's answer when it
+// gives one, else the cached view's.
+func (s *Server) handleHFPathsInfo(w http.ResponseWriter, r *http.Request, h *proxy.HF, repo hf.RepoRef, rev, auth string) {
+	body, err := upstream.ReadCapped(r.Body, 1<<20)
+	if err != nil {
+		hfError(w, r, http.StatusRequestEntityTooLarge, "", "paths-info body too large")
+		return
+	}
+	ct := r.Header.Get("Content-Type")
+	b, err := h.Client().PathsInfo(r.Context(), repo, rev, ct, body, auth)
+	if err == nil {
+		if b, err = proxy.SanitizeHubJSON(b); err == nil {
+			writeRawJSON(w, r, b)
+			return
+		}
+	}
+	var he *hf.Error
+	if errors.As(err, &he) && he.Up.Status < 500 && he.Up.Status != 429 {
+		writeHFErr(w, r, err)
+		return
+	}
+	v, verr := h.Resolve(r.Context(), repo, rev, auth)
+	if verr != nil {
+		writeHFErr(w, r, err)
+		return
+	}
+	var paths []string
+	if strings.HasPrefix(ct, "application/json") {
+		var req struct {
+			Paths []string `json:"paths"`
+		}
+		if json.Unmarshal(body, &req) != nil {
+			hfError(w, r, http.StatusBadRequest, "", "paths-info: bad JSON body")
+			return
+		}
+		paths = req.Paths
+	} else {
+		q, perr := url.ParseQuery(string(body))
+		if perr != nil {
+			hfError(w, r, http.StatusBadRequest, "", "paths-info: bad form body")
+			return
+		}
+		paths = q["paths"]
+	}
+	info(r).cache = "stale"
+	out, _ := json.Marshal(proxy.PathsInfoFromView(v, paths))
 	writeRawJSON(w, r, out)
 }
 

@@ -40,6 +40,9 @@ func ociPath(p string) (name, kind, ref string, ok bool) {
 }
 
 func (s *Server) handleOCI(w http.ResponseWriter, r *http.Request) {
+	if s.serveHosted(w, r) {
+		return
+	}
 	name, kind, ref, ok := ociPath(r.URL.Path)
 	if !ok {
 		writeError(w, r, errorf(http.StatusNotFound, CodeUnsupported, "no such endpoint: "+r.URL.Path))

@@ -8,6 +8,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/clowder-dev/clowder/hosted"
 	"github.com/clowder-dev/clowder/proxy"
 )
 
@@ -28,6 +29,9 @@ type Options struct {
 	// balancer or TLS); pagination links are built on it. Default: the
 	// request's Host.
 	PublicURL string
+	// Hosted, when set, serves the hosted repositories (push, delete,
+	// catalog) under its prefix.
+	Hosted *hosted.Store
 }
 
 // New returns a Server for one listener.
@@ -45,6 +49,7 @@ func New(p *proxy.Proxy, log zerolog.Logger, opts ...Options) *Server {
 	r.Get("/v2", s.handleBase)
 	r.Get("/v2/", s.handleBase)
 	r.Head("/v2/", s.handleBase)
+	r.Get("/v2/_catalog", s.handleCatalog)
 	r.HandleFunc("/v2/*", s.handleOCI)
 	r.HandleFunc("/api/*", s.handleHFAPI)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

@@ -197,6 +197,9 @@ func (h *Hub) serveAPI(w http.ResponseWriter, r *http.Request, segs []string) {
 	case rest[0] == "tree" && len(rest) >= 2:
 		h.serveTree(w, r, repo, rest[1], strings.Join(rest[2:], "/"))
 		return
+	case rest[0] == "paths-info" && len(rest) == 2 && r.Method == http.MethodPost:
+		h.servePathsInfo(w, r, repo, rest[1])
+		return
 	default:
 		hubErr(w, http.StatusNotFound, "", "not found")
 		return
@@ -215,6 +218,40 @@ func (h *Hub) serveAPI(w http.ResponseWriter, r *http.Request, segs []string) {
 		"_id": "abc", "id": repo.ID, "modelId": repo.ID, "sha": c, "siblings": sib, "private": false,
 		"gated": map[bool]any{true: "auto", false: false}[repo.Gated], "xetEnabled": true, "downloads": time.Now().UnixNano() % 1000,
 	})
+}
+
+func (h *Hub) servePathsInfo(w http.ResponseWriter, r *http.Request, repo *HubRepo, rev string) {
+	c, ok := h.commit(repo, rev)
+	if !ok {
+		hubErr(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+rev)
+		return
+	}
+	var req struct {
+		Paths []string `json:"paths"`
+	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		json.NewDecoder(r.Body).Decode(&req)
+	} else {
+		r.ParseForm()
+		req.Paths = r.PostForm["paths"]
+	}
+	out := []map[string]any{}
+	for _, p := range req.Paths {
+		f, ok := repo.Commits[c][p]
+		if !ok {
+			continue
+		}
+		e := map[string]any{"type": "file", "size": len(f.Data), "path": p, "oid": GitSHA1(f.Data)}
+		if f.LFS {
+			ptr := pointer(f)
+			e["oid"] = GitSHA1(ptr)
+			e["lfs"] = map[string]any{"oid": SHA256(f.Data), "size": len(f.Data), "pointerSize": len(ptr)}
+			e["xetHash"] = "deadbeef"
+		}
+		out = append(out, e)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
 }
 
 func sortedPaths(m map[string]HubFile) []string {
@@ -398,5 +435,6 @@ func (h *Hub) serveCDN(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("ETag", `"`+sha+`"`) // the CDN's object ETag is the content's sha256
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
 }

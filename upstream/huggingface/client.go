@@ -350,3 +350,23 @@ func StripXet(v any) any {
 	}
 	return v
 }
+
+// PathsInfo posts /api/{type}s/{id}/paths-info/{rev} with the client's body
+// (JSON {"paths":[...],"expand":bool} or the form huggingface_hub sends).
+func (c *Client) PathsInfo(ctx context.Context, repo RepoRef, rev, contentType string, body []byte, auth string) ([]byte, error) {
+	req, err := c.newRequest(ctx, http.MethodPost, repo.APIPrefix()+"/paths-info/"+url.PathEscape(rev), auth)
+	if err != nil {
+		return nil, err
+	}
+	req.Body = io.NopCloser(strings.NewReader(string(body)))
+	req.ContentLength = int64(len(body))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(string(body))), nil }
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return upstream.ReadCapped(resp.Body, 32<<20)
+}
