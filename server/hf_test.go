@@ -351,11 +351,7 @@ func TestHFOCIView(t *testing.T) {
 func TestDedupAcrossProtocols(t *testing.T) {
 	f := newHubFixture(t)
 	o := testutil.NewOllamaRegistry(t)
-	m := testutil.NewOllamaModel(10)
-	// The ollama model layer is the same GGUF the hub serves.
-	delete(m.Blobs, m.Model)
-	m.Model = digest.FromBytes(f.gguf)
-	m.Blobs[m.Model] = f.gguf
+	m := testutil.NewOllamaModelFrom(f.gguf) // the same GGUF the hub serves
 	o.Add("library/tiny:latest", m)
 	reg := testutil.NewRegistry(t, testutil.RegistryOptions{})
 	art := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.clowder.test","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"%s","size":2},"layers":[{"mediaType":"application/octet-stream","digest":"%s","size":%d,"annotations":{"org.opencontainers.image.title":"tiny.gguf"}}]}`,

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"github.com/opencontainers/go-digest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,3 +75,43 @@ func TestHFPullPathCheckout(t *testing.T) {
 		t.Errorf("pull of a bad hf ref = %v %s", err, out)
 	}
 }
+
+// A GGUF pulled via Hugging Face and via ollama is stored once, and
+// clowder ls reports the bytes saved.
+func TestLsReportsDedup(t *testing.T) {
+	hub := testutil.NewHub(t)
+	gguf := testutil.GGUF(250000) // ~1 MB
+	commit := strings.Repeat("b", 40)
+	hub.Add(&testutil.HubRepo{Type: "model", ID: "org/m", Refs: map[string]string{"main": commit},
+		Commits: map[string]map[string]testutil.HubFile{commit: {"m.gguf": {Data: gguf, LFS: true}}}})
+	o := testutil.NewOllamaRegistry(t)
+	m := testutil.NewOllamaModelFrom(gguf)
+	o.Add("library/m:latest", m)
+	cfg := writeConfig(t, fmt.Sprintf("upstreams:\n  - {name: huggingface.co, type: huggingface, url: '%s'}\n  - {name: registry.ollama.ai, type: ollama, url: '%s'}\n", hub.URL, o.Server.URL))
+	root := t.TempDir()
+	for _, ref := range []string{"hf://org/m", "registry.ollama.ai/library/m:latest"} {
+		if out, err := run(t, "pull", "--config", cfg, "--root", root, ref); err != nil {
+			t.Fatalf("clowder pull %s = %v\n%s", ref, err, out)
+		}
+	}
+	n := 0
+	for _, f := range blobFiles(root) {
+		if filepath.Base(f) == digestOf(gguf).Encoded() {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("GGUF stored %d times", n)
+	}
+	out, err := run(t, "ls", "--config", cfg, "--root", root)
+	if err != nil || !strings.Contains(out, "registry.ollama.ai/library/m:latest") || !strings.Contains(out, "huggingface.co/org/m:main") {
+		t.Fatalf("clowder ls = %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("%s saved by dedup", human(int64(len(gguf))))
+	if !strings.Contains(out, want) {
+		t.Errorf("clowder ls does not report %q:\n%s", want, out)
+	}
+	t.Logf("clowder ls:\n%s", out)
+}
+
+func digestOf(b []byte) digest.Digest { return digest.FromBytes(b) }

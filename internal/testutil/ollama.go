@@ -68,7 +68,10 @@ func GGUF(n int) []byte {
 }
 
 // NewOllamaModel builds a model whose GGUF layer holds floats float32s.
-func NewOllamaModel(floats int) *OllamaModel {
+func NewOllamaModel(floats int) *OllamaModel { return NewOllamaModelFrom(GGUF(floats)) }
+
+// NewOllamaModelFrom builds a model around a given GGUF file.
+func NewOllamaModelFrom(gguf []byte) *OllamaModel {
 	m := &OllamaModel{Blobs: map[digest.Digest][]byte{}}
 	type desc struct {
 		MediaType string        `json:"mediaType"`
@@ -80,7 +83,6 @@ func NewOllamaModel(floats int) *OllamaModel {
 		m.Blobs[d] = b
 		return desc{MediaType: mt, Digest: d, Size: int64(len(b))}
 	}
-	gguf := GGUF(floats)
 	layers := []desc{
 		add("application/vnd.ollama.image.model", gguf),
 		add("application/vnd.ollama.image.template", []byte("{{ .System }}\n{{ .Prompt }}")),
