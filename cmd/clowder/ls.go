@@ -5,8 +5,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/clowder-dev/clowder/cas"
@@ -22,56 +20,31 @@ func newLsCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			descs, err := a.store.List(ctx)
+			u, err := cas.ComputeUsage(cmd.Context(), a.store)
 			if err != nil {
 				return err
 			}
 			types := map[string]string{}
-			for _, u := range a.cfg.Upstreams {
-				types[u.Name] = u.Type
+			for _, up := range a.cfg.Upstreams {
+				types[up.Name] = up.Type
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tPROTOCOL\tSIZE\tHELD\tCONFIRMED")
-			unique := map[digest.Digest]int64{}
-			roots := map[digest.Digest]bool{}
-			var logical int64
-			for _, d := range descs {
-				var size, held int64
-				err := cas.Walk(ctx, a.store, d, func(x ocispec.Descriptor, ok bool) error {
-					size += x.Size
-					if ok {
-						held += x.Size
-						unique[x.Digest] = x.Size
-					}
-					return nil
-				})
-				if err != nil {
-					return err
-				}
-				if !roots[d.Digest] { // several names of one manifest share, not dedup
-					roots[d.Digest] = true
-					logical += held
-				}
-				name := d.Annotations[ocispec.AnnotationRefName]
-				proto := types[strings.SplitN(name, "/", 2)[0]]
+			for _, n := range u.Names {
+				proto := types[strings.SplitN(n.Name, "/", 2)[0]]
 				if proto == "" {
 					proto = "-"
 				}
-				conf := d.Annotations[cas.AnnotationConfirmed]
+				conf := n.Desc.Annotations[cas.AnnotationConfirmed]
 				if len(conf) > 19 {
 					conf = conf[:19] + "Z"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, proto, human(size), human(held), conf)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, proto, human(n.Size), human(n.Held), conf)
 			}
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			var disk int64
-			for _, n := range unique {
-				disk += n
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d names, %s referenced, %s on disk, %s saved by dedup\n", len(descs), human(logical), human(disk), human(logical-disk))
+			fmt.Fprintf(cmd.OutOrStdout(), "%d names, %s referenced, %s on disk, %s saved by dedup\n", len(u.Names), human(u.Referenced), human(u.Disk), human(u.Saved))
 			return nil
 		},
 	}

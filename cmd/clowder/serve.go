@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/clowder-dev/clowder/cas"
 	"github.com/clowder-dev/clowder/config"
 	"github.com/clowder-dev/clowder/server"
 )
@@ -45,7 +46,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			addrs := []config.Listener{{Listen: cfg.Listen}}
 			addrs = append(addrs, cfg.Listeners...)
 			for _, l := range addrs {
-				srv := server.New(a.proxy, a.log, server.Options{DefaultUpstream: l.DefaultUpstream, PublicURL: cfg.PublicURL}).HTTPServer(l.Listen)
+				srv := server.New(a.proxy, a.log, server.Options{DefaultUpstream: l.DefaultUpstream, PublicURL: cfg.PublicURL, Hosted: a.hosted}).HTTPServer(l.Listen)
 				ln, err := net.Listen("tcp", l.Listen)
 				if err != nil {
 					for _, x := range lns {
@@ -57,6 +58,13 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 				a.log.Info().Str("listen", ln.Addr().String()).Str("default_upstream", l.DefaultUpstream).Msg("listening")
 			}
 			a.log.Info().Str("root", a.store.Root()).Int("upstreams", len(cfg.Upstreams)).Str("version", version).Msg("clowder serving")
+			go func() {
+				// What the store holds and what content addressing saves.
+				if u, err := cas.ComputeUsage(context.Background(), a.store); err == nil {
+					a.log.Info().Int("names", len(u.Names)).Int("blobs", u.Blobs).Int64("referenced_bytes", u.Referenced).
+						Int64("disk_bytes", u.Disk).Int64("dedup_saved_bytes", u.Saved).Msg("store")
+				}
+			}()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			errc := make(chan error, len(lns))
