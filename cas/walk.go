@@ -24,12 +24,12 @@ func Walk(ctx context.Context, s BlobStore, desc ocispec.Descriptor, fn func(d o
 			return nil
 		}
 		seen[d.Digest] = true
-		_, err := s.Stat(ctx, d.Digest)
+		size, err := s.Stat(ctx, d.Digest)
 		held := err == nil
 		if err := fn(d, held); err != nil {
 			return err
 		}
-		if !held || !isManifestish(d.MediaType) {
+		if !held || !isManifestish(d.MediaType) || size > maxWalkManifest {
 			return nil
 		}
 		b, err := ReadAll(ctx, s, d.Digest, maxWalkManifest)

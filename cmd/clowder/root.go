@@ -29,7 +29,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.configFile, "config", "", "config file (default: $CLOWDER_CONFIG, else the embedded default)")
 	pf.StringVar(&g.root, "root", "", "cache directory (an OCI image layout); overrides the config's root")
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error; overrides the config's log_level")
-	cmd.AddCommand(newServeCmd(g), newPullCmd(g), newVerifyCmd(g), newPathCmd(g), newCheckoutCmd(g), newLsCmd(g), newExportCmd(g), newImportCmd(g), newPushCmd(g), newVersionCmd(), newConfigCmd(g))
+	cmd.AddCommand(newServeCmd(g), newPullCmd(g), newVerifyCmd(g), newPathCmd(g), newCheckoutCmd(g), newLsCmd(g), newExportCmd(g), newImportCmd(g), newPushCmd(g), newRmCmd(g), newGCCmd(g), newVersionCmd(), newConfigCmd(g))
 	return cmd
 }
 
