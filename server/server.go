@@ -3,12 +3,14 @@ package server
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog"
 
 	"github.com/clowder-dev/clowder/hosted"
+	"github.com/clowder-dev/clowder/metrics"
 	"github.com/clowder-dev/clowder/proxy"
 )
 
@@ -32,6 +34,10 @@ type Options struct {
 	// Hosted, when set, serves the hosted repositories (push, delete,
 	// catalog) under its prefix.
 	Hosted *hosted.Store
+	// Metrics, when set, counts requests and serves /metrics.
+	Metrics *metrics.Metrics
+	// Ready reports whether the process can serve (/readyz); nil is ready.
+	Ready func() error
 }
 
 // New returns a Server for one listener.
@@ -46,6 +52,20 @@ func New(p *proxy.Proxy, log zerolog.Logger, opts ...Options) *Server {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	r.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		if s.opts.Ready != nil {
+			if err := s.opts.Ready(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	if s.opts.Metrics != nil {
+		r.Method(http.MethodGet, "/metrics", s.opts.Metrics.Handler())
+	}
 	r.Get("/v2", s.handleBase)
 	r.Get("/v2/", s.handleBase)
 	r.Head("/v2/", s.handleBase)
@@ -84,6 +104,30 @@ func (s *Server) handleBase(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodHead {
 		_, _ = w.Write([]byte("{}"))
 	}
+}
+
+// routeOf names a request's route for metrics (a small fixed set).
+func routeOf(r *http.Request) string {
+	p := r.URL.Path
+	switch {
+	case p == "/v2/" || p == "/v2":
+		return "base"
+	case strings.HasPrefix(p, "/v2/"):
+		if strings.Contains(p, "/blobs/uploads") {
+			return "uploads"
+		}
+		if _, kind, _, ok := ociPath(p); ok {
+			return kind
+		}
+		return "v2_other"
+	case strings.HasPrefix(p, "/api/"):
+		return "hf_api"
+	case strings.Contains(p, "/resolve/"):
+		return "hf_resolve"
+	case p == "/metrics" || p == "/healthz" || p == "/readyz":
+		return "ops"
+	}
+	return "other"
 }
 
 // reqInfo is what handlers tell the access log.
@@ -171,6 +215,9 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 				ev = ev.Str("ua", ua)
 			}
 			ev.Msg("request")
+			if s.opts.Metrics != nil {
+				s.opts.Metrics.ObserveRequest(routeOf(r), r.Method, status, time.Since(start), ri.cache)
+			}
 			if rec != nil {
 				panic(rec)
 			}

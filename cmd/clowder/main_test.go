@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,19 +56,37 @@ func freeAddr(t *testing.T) string {
 type proc struct {
 	cmd  *exec.Cmd
 	addr string
-	log  *bytes.Buffer
+	log  *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer safe for the exec copier and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func startServe(t *testing.T, cfg, root string) *proc {
 	t.Helper()
 	addr := freeAddr(t)
 	cmd := clowderCmd(context.Background(), "serve", "--config", cfg, "--root", root, "--listen", addr)
-	var log bytes.Buffer
-	cmd.Stderr = &log
+	log := &syncBuffer{}
+	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, addr: addr, log: &log}
+	p := &proc{cmd: cmd, addr: addr, log: log}
 	t.Cleanup(func() { p.kill() })
 	deadline := time.Now().Add(20 * time.Second)
 	for {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/clowder-dev/clowder/cas"
 	"github.com/clowder-dev/clowder/config"
 	"github.com/clowder-dev/clowder/server"
 )
@@ -46,7 +45,8 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			addrs := []config.Listener{{Listen: cfg.Listen}}
 			addrs = append(addrs, cfg.Listeners...)
 			for _, l := range addrs {
-				srv := server.New(a.proxy, a.log, server.Options{DefaultUpstream: l.DefaultUpstream, PublicURL: cfg.PublicURL, Hosted: a.hosted}).HTTPServer(l.Listen)
+				srv := server.New(a.proxy, a.log, server.Options{DefaultUpstream: l.DefaultUpstream, PublicURL: cfg.PublicURL, Hosted: a.hosted,
+					Metrics: a.metrics, Ready: func() error { _, err := a.store.List(context.Background()); return err }}).HTTPServer(l.Listen)
 				ln, err := net.Listen("tcp", l.Listen)
 				if err != nil {
 					for _, x := range lns {
@@ -59,10 +59,14 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			}
 			a.log.Info().Str("root", a.store.Root()).Int("upstreams", len(cfg.Upstreams)).Str("version", version).Msg("clowder serving")
 			go func() {
-				// What the store holds and what content addressing saves.
-				if u, err := cas.ComputeUsage(context.Background(), a.store); err == nil {
-					a.log.Info().Int("names", len(u.Names)).Int("blobs", u.Blobs).Int64("referenced_bytes", u.Referenced).
-						Int64("disk_bytes", u.Disk).Int64("dedup_saved_bytes", u.Saved).Msg("store")
+				// What the store holds and what content addressing saves:
+				// logged once, kept current in the /metrics gauges.
+				for first := true; ; first = false {
+					if u, err := a.metrics.RefreshStore(context.Background(), a.store); err == nil && first {
+						a.log.Info().Int("names", len(u.Names)).Int("blobs", u.Blobs).Int64("referenced_bytes", u.Referenced).
+							Int64("disk_bytes", u.Disk).Int64("dedup_saved_bytes", u.Saved).Msg("store")
+					}
+					time.Sleep(time.Minute)
 				}
 			}()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/clowder-dev/clowder/cas"
 	"github.com/clowder-dev/clowder/config"
+	"github.com/clowder-dev/clowder/hosted"
+	"github.com/clowder-dev/clowder/metrics"
 	"github.com/clowder-dev/clowder/proxy"
 	"github.com/clowder-dev/clowder/upstream"
 	"github.com/clowder-dev/clowder/upstream/huggingface"
@@ -22,12 +24,14 @@ import (
 
 // app is everything a subcommand needs, wired from the config.
 type app struct {
-	cfg    *config.Config
-	log    zerolog.Logger
-	store  *cas.Layout
-	filler *cas.Filler
-	router *upstream.Router
-	proxy  *proxy.Proxy
+	cfg     *config.Config
+	log     zerolog.Logger
+	store   *cas.Layout
+	filler  *cas.Filler
+	router  *upstream.Router
+	proxy   *proxy.Proxy
+	hosted  *hosted.Store
+	metrics *metrics.Metrics
 }
 
 func newLogger(level string, w io.Writer) zerolog.Logger {
@@ -77,7 +81,11 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	}
 	filler := cas.NewFiller(store)
 	filler.Idle = time.Duration(cfg.FillIdleTimeout)
+	m := metrics.New(filler.InFlight)
 	filler.OnEvent = func(ev cas.FillEvent) {
+		if ev.Kind != "start" {
+			m.Fills.WithLabelValues(ev.Kind).Inc()
+		}
 		switch ev.Kind {
 		case "start":
 			log.Debug().Str("digest", ev.Digest.String()).Msg("fill started")
@@ -89,10 +97,12 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 			log.Warn().Str("digest", ev.Digest.String()).Int64("offset", ev.Offset).AnErr("cause", ev.Err).Msg("fill failed")
 		}
 	}
-	transport := upstream.NewTransport()
+	shared := upstream.NewTransport()
+	transport := shared
 	var ups []*upstream.Upstream
 	for _, u := range cfg.Upstreams {
 		up := &upstream.Upstream{Upstream: u}
+		transport := m.Transport(shared, u.Name)
 		switch u.Type {
 		case config.TypeOCI:
 			c, err := oci.New(u.URL, oci.Options{Name: u.Name, Transport: transport, Credentials: credentials(u), UserAgent: "clowder/" + version})
@@ -123,7 +133,7 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 		if token == "" {
 			token = os.Getenv("HF_TOKEN")
 		}
-		c, err := huggingface.New(up.URL, token, transport, "clowder/"+version)
+		c, err := huggingface.New(up.URL, token, m.Transport(transport, up.Name), "clowder/"+version)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", up.Name, err)
 		}
@@ -131,5 +141,9 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 		up.Source = h.Source()
 		p.SetHF(h)
 	}
-	return &app{cfg: cfg, log: log, store: store, filler: filler, router: router, proxy: p}, nil
+	hs, err := hosted.Open(store, store.Root(), cfg.HostedPrefix)
+	if err != nil {
+		return nil, err
+	}
+	return &app{cfg: cfg, log: log, store: store, filler: filler, router: router, proxy: p, hosted: hs, metrics: m}, nil
 }
