@@ -1,7 +1,7 @@
 # Clowder: pull-through caching registry proxy.
 #
 #   make run        run the proxy on the embedded default config (127.0.0.1:5000)
-#   make test       everything CI runs: vet, gofmt, unit + race, real-client e2e
+#   make test       everything CI runs: vet, gofmt, unit + race, real-client e2e, OCI conformance
 #   make bench      benchmarks against nginx and the CNCF distribution registry
 #   make test-long  the large field cases (GiB blobs, slow upstreams)
 
@@ -12,6 +12,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
 include tools.mk
+include conformance.mk
 
 .PHONY: all build run test unit lint e2e bench test-long clean fuzz
 
@@ -36,7 +37,7 @@ unit:
 e2e: tools build
 	CLOWDER_E2E=1 CLOWDER_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 15m -v ./e2e/... 2>&1 | tee .e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; test $${PIPESTATUS[0]} -eq 0
 
-test: lint unit e2e
+test: lint unit e2e conformance
 
 test-long:
 	CLOWDER_LONG=1 $(GO) test -count=1 -timeout 60m -run 'Long' -v ./...

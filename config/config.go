@@ -57,6 +57,10 @@ type Config struct {
 	// balancer or TLS terminator sits in front (Hugging Face pagination
 	// links point there). Default: the request's Host.
 	PublicURL string `yaml:"public_url"`
+	// HostedPrefix is the first name segment of hosted repositories, which
+	// clients push to (local/team/model:v1); one OCI path component that
+	// names no upstream. Default: local.
+	HostedPrefix string `yaml:"hosted_prefix"`
 }
 
 // Listener is an extra address Clowder serves on.
@@ -215,6 +219,9 @@ func (c *Config) fillDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.HostedPrefix == "" {
+		c.HostedPrefix = "local"
+	}
 	for i := range c.Upstreams {
 		if c.Upstreams[i].Type == "" {
 			c.Upstreams[i].Type = TypeOCI
@@ -286,6 +293,12 @@ func (c *Config) Validate() error {
 		if p, err := url.Parse(c.PublicURL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.RawQuery != "" {
 			return fmt.Errorf("public_url: %q is not an http(s) URL", c.PublicURL)
 		}
+	}
+	if !ValidComponent(c.HostedPrefix) {
+		return fmt.Errorf("hosted_prefix: %q is not one OCI path component (lower-case letters, digits, '.', '_', '-')", c.HostedPrefix)
+	}
+	if _, ok := byName[c.HostedPrefix]; ok {
+		return fmt.Errorf("hosted_prefix: %q is also the name of an upstream", c.HostedPrefix)
 	}
 	if c.OllamaUpstream != "" {
 		if _, ok := byName[c.OllamaUpstream]; !ok {

@@ -3,7 +3,7 @@
 # cache OUTSIDE the repo, keyed by version. Idempotent: a tool whose pinned
 # version is already installed is skipped, so a second run takes seconds.
 #
-#   hack/install-tools.sh [all|go|apt|crane|oras|regctl|registry|skopeo|containerd]...
+#   hack/install-tools.sh [all|go|apt|crane|oras|regctl|registry|conformance|skopeo|containerd]...
 #
 # Layout (TOOLS_DIR defaults to $HOME/.cache/clowder/tools):
 #   $TOOLS_DIR/versions/<tool>@<version>/<binary>   real Go-built binaries
@@ -20,6 +20,7 @@ ORAS_VERSION="${ORAS_VERSION:-v1.3.6}"
 REGCTL_VERSION="${REGCTL_VERSION:-v0.11.7}"
 REGISTRY_VERSION="${REGISTRY_VERSION:-v3.1.2}"
 OLLAMA_VERSION="${OLLAMA_VERSION:-v0.32.15}"
+CONFORMANCE_VERSION="${CONFORMANCE_VERSION:-v0.0.0-20260831232431-97274622c111}"
 HFJS_VERSION="${HFJS_VERSION:-2.17.5}"
 GO="${GO:-go}"
 
@@ -144,13 +145,16 @@ install_one() {
 	oras) go_tool oras oras.land/oras/cmd/oras "$ORAS_VERSION" ;;
 	regctl) go_tool regctl github.com/regclient/regclient/cmd/regctl "$REGCTL_VERSION" ;;
 	registry) go_tool registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION" ;;
+	# The OCI distribution-spec conformance suite (a main package since its 2026 rewrite;
+	# the module has no tags, so the pin is a pseudo-version: commit 97274622c111).
+	conformance) go_tool conformance github.com/opencontainers/distribution-spec/conformance "$CONFORMANCE_VERSION" ;;
 	# ollama: only v0.32.15 builds here (@latest resolves to v0.17.4, which does not); ~3-7 min.
 	ollama) CGO=1 go_tool ollama github.com/ollama/ollama "$OLLAMA_VERSION" ;;
 	# huggingface.js, the Hugging Face client that installs here (no PyPI).
 	hfjs) npm_tool hfjs @huggingface/hub "$HFJS_VERSION" ;;
 	skopeo) apt_tool skopeo skopeo ;;
 	containerd) apt_tool containerd containerd ctr ;;
-	go) for t in crane oras regctl registry; do install_one "$t"; done ;;
+	go) for t in crane oras regctl registry conformance; do install_one "$t"; done ;;
 	apt) for t in skopeo containerd; do install_one "$t"; done ;;
 	all) install_one go; install_one apt; install_one ollama; install_one hfjs ;;
 	*) log "unknown tool: $1"; return 2 ;;

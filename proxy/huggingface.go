@@ -190,10 +190,14 @@ func (h *HF) Resolve(ctx context.Context, repo hf.RepoRef, rev, auth string) (*H
 			if v, err := h.loadView(ctx, repo, d); err == nil {
 				cached = v
 				if IsCommit(rev) || h.fresh(base+":"+tag, d) {
+					h.p.touch(base + ":" + tag)
 					return v, nil
 				}
 			}
 		}
+	}
+	if tag != "" {
+		h.p.touch(base + ":" + tag)
 	}
 	v, err, _ := h.sf.Do("hf:"+base+"@"+rev, func() (any, error) {
 		return h.refresh(ctx, repo, rev, auth)

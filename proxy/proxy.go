@@ -74,6 +74,27 @@ type Proxy struct {
 	mu        sync.Mutex
 	confirmed map[string]time.Time
 	hf        *HF
+	used      map[string]time.Time // names served since the last TakeUsed
+}
+
+// touch records that a name was served.
+func (p *Proxy) touch(name string) {
+	p.mu.Lock()
+	if p.used == nil {
+		p.used = map[string]time.Time{}
+	}
+	p.used[name] = p.opts.Now()
+	p.mu.Unlock()
+}
+
+// TakeUsed returns and forgets the names served since the last call, with
+// when (the janitor writes them to index.json as last-use times).
+func (p *Proxy) TakeUsed() map[string]time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	u := p.used
+	p.used = nil
+	return u
 }
 
 // SetHF registers the Hugging Face front (the first huggingface upstream).
@@ -135,12 +156,20 @@ func (p *Proxy) GetManifest(ctx context.Context, rt upstream.Route, ref string) 
 		if err := cas.ValidateDigest(d); err != nil {
 			return Manifest{}, err
 		}
-		return p.manifestByDigest(ctx, rt, d)
+		m, err := p.manifestByDigest(ctx, rt, d)
+		if err == nil {
+			p.touch(rt.Name + "@" + string(d))
+		}
+		return m, err
 	}
 	if !ValidTag(ref) {
 		return Manifest{}, fmt.Errorf("%q: %w", ref, ErrInvalidTag)
 	}
-	return p.manifestByTag(ctx, rt, ref)
+	m, err := p.manifestByTag(ctx, rt, ref)
+	if err == nil {
+		p.touch(rt.Name + ":" + ref)
+	}
+	return m, err
 }
 
 func (p *Proxy) manifestByDigest(ctx context.Context, rt upstream.Route, d digest.Digest) (Manifest, error) {

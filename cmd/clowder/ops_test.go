@@ -96,3 +96,5 @@ func TestMetricsHealthAndAccessLog(t *testing.T) {
 		t.Errorf("access lines for %s = %d, want 2\n%s", path, lines, p.log.String())
 	}
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

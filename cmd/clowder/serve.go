@@ -71,6 +71,10 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			}()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			jctx, jstop := context.WithCancel(context.Background())
+			jdone := make(chan struct{})
+			go func() { janitor(jctx, a); close(jdone) }()
+			defer func() { jstop(); <-jdone }()
 			errc := make(chan error, len(lns))
 			for _, l := range lns {
 				go func() { errc <- l.srv.Serve(l.ln) }()
