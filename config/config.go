@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,6 +59,16 @@ type Config struct {
 	// balancer or TLS terminator sits in front (Hugging Face pagination
 	// links point there). Default: the request's Host.
 	PublicURL string `yaml:"public_url"`
+	// MaxSize bounds the bytes the cache's names reference ("500GiB",
+	// "20GB", a number of bytes); 0 is unbounded. Past it, whole names are
+	// evicted, least recently used first, and their blobs collected.
+	MaxSize ByteSize `yaml:"max_size"`
+	// Pinned names are never evicted: exact names, globs (path.Match), or
+	// prefixes ending in "*" ("huggingface.co/org/*").
+	Pinned []string `yaml:"pinned"`
+	// JanitorInterval is how often last-use times are written to
+	// index.json and max_size is enforced. Default 1m.
+	JanitorInterval Duration `yaml:"janitor_interval"`
 	// HostedPrefix is the first name segment of hosted repositories, which
 	// clients push to (local/team/model:v1); one OCI path component that
 	// names no upstream. Default: local.
@@ -143,6 +155,61 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // MarshalYAML implements yaml.Marshaler.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
+// ByteSize is a size in bytes that reads from YAML as 123, "500MiB", "20GB".
+type ByteSize int64
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := ParseByteSize(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %v", n.Line, err)
+	}
+	*b = ByteSize(v)
+	return nil
+}
+
+// ParseByteSize reads "123", "500MiB", "20GB", "1.5TiB" (KB/MB/GB/TB are
+// powers of 1000, KiB/MiB/GiB/TiB of 1024).
+func ParseByteSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}}
+	mult := 1.0
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v < 0 || v*mult > 1<<62 {
+		return 0, fmt.Errorf("%q is not a size (like 500MiB, 20GB)", s)
+	}
+	return int64(v * mult), nil
+}
+
+// IsPinned reports whether name matches a pinned pattern.
+func (c *Config) IsPinned(name string) bool {
+	for _, p := range c.Pinned {
+		if p == name {
+			return true
+		}
+		if strings.HasSuffix(p, "*") && strings.HasPrefix(name, strings.TrimSuffix(p, "*")) {
+			return true
+		}
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
 // Default returns the embedded default configuration.
 func Default() *Config {
 	c, err := Parse(defaultYAML)
@@ -218,6 +285,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
+	}
+	if c.JanitorInterval == 0 {
+		c.JanitorInterval = Duration(time.Minute)
 	}
 	if c.HostedPrefix == "" {
 		c.HostedPrefix = "local"

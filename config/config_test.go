@@ -93,3 +93,31 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestByteSizeAndPinned(t *testing.T) {
+	for in, want := range map[string]int64{"123": 123, "500MiB": 500 << 20, "20GB": 20e9, "1.5KiB": 1536, "2G": 2 << 30, "0": 0} {
+		if got, err := ParseByteSize(in); err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "lots", "-1MB", "1e30GB"} {
+		if _, err := ParseByteSize(bad); err == nil {
+			t.Errorf("ParseByteSize(%q) succeeded", bad)
+		}
+	}
+	c, err := Parse([]byte("max_size: 10GiB\npinned: ['docker.io/library/alpine:3.20', 'huggingface.co/org/*', 'ghcr.io/*/tool:?']\n"))
+	if err != nil || c.MaxSize != 10<<30 {
+		t.Fatalf("Parse = %+v, %v", c, err)
+	}
+	for name, want := range map[string]bool{
+		"docker.io/library/alpine:3.20": true, "docker.io/library/alpine:3.21": false,
+		"huggingface.co/org/m:main": true, "ghcr.io/x/tool:1": true, "ghcr.io/x/tool:10": false,
+	} {
+		if c.IsPinned(name) != want {
+			t.Errorf("IsPinned(%s) = %v, want %v", name, !want, want)
+		}
+	}
+	if _, err := Parse([]byte("max_size: huge\n")); err == nil || !strings.Contains(err.Error(), "not a size") {
+		t.Errorf("max_size: huge = %v", err)
+	}
+}
