@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -637,5 +638,53 @@ func TestBaseEndpoint(t *testing.T) {
 	b := body(t, resp)
 	if resp.StatusCode != 200 || resp.Header.Get("Docker-Distribution-API-Version") != "registry/2.0" || string(b) != "{}" {
 		t.Errorf("GET /v2/ = %d %v %s", resp.StatusCode, resp.Header, b)
+	}
+}
+
+// The token server fails: cached names are still served, uncached ones get
+// a 5xx with an OCI error body, never a 404 or a 500.
+func TestTokenServerDown(t *testing.T) {
+	reg := testutil.NewRegistry(t, testutil.RegistryOptions{Auth: true})
+	testutil.PushImage(t, reg.DirectHost, "x", "1", 1, 512)
+	testutil.PushImage(t, reg.DirectHost, "y", "1", 1, 512)
+	e := newEnv(t, upSpec{name: "up", url: "http://" + reg.Host, ttl: 0})
+	if _, err := e.pull("up/x:1"); err != nil {
+		t.Fatal(err)
+	}
+	reg.SetTokenStatus(http.StatusInternalServerError)
+	// A new process would hold no token: force a fresh challenge.
+	e2 := newEnv(t, upSpec{name: "up", url: "http://" + reg.Host, ttl: 0})
+	_ = e2
+	if _, err := e.pull("up/x:1"); err != nil {
+		t.Errorf("cached pull with the token server down: %v", err)
+	}
+	resp := e2.do("GET", "/v2/up/y/manifests/1")
+	b := body(t, resp)
+	if resp.StatusCode != 502 && resp.StatusCode != 503 {
+		t.Errorf("uncached with the token server down = %d %s, want 502/503", resp.StatusCode, b)
+	}
+	ociCode(t, b)
+}
+
+func TestManifestOver4MiBRefused(t *testing.T) {
+	reg := testutil.NewRegistry(t, testutil.RegistryOptions{})
+	big := append([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"x":"`), bytes.Repeat([]byte("a"), 5<<20)...)
+	big = append(big, []byte(`"}}`)...)
+	reg.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, "/manifests/big") {
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Write(big)
+			return true
+		}
+		return false
+	})
+	e := newEnv(t, upSpec{name: "up", url: "http://" + reg.Host})
+	resp := e.do("GET", "/v2/up/r/manifests/big")
+	b := body(t, resp)
+	if resp.StatusCode < 400 || resp.StatusCode == 500 || ociCode(t, b) != "MANIFEST_INVALID" {
+		t.Errorf("5 MiB manifest = %d %s, want a MANIFEST_INVALID refusal", resp.StatusCode, b)
+	}
+	if len(e.blobFiles()) != 0 || len(e.names()) != 0 {
+		t.Errorf("a refused manifest was stored")
 	}
 }

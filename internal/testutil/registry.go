@@ -47,7 +47,11 @@ type Registry struct {
 	tokens   map[string]string // token -> scope
 	tokenReq atomic.Int32
 	hook     func(w http.ResponseWriter, r *http.Request) bool
+	tokenErr atomic.Int32 // when non-zero, the token server answers it
 }
+
+// SetTokenStatus makes the token server fail with status (0: work again).
+func (r *Registry) SetTokenStatus(status int) { r.tokenErr.Store(int32(status)) }
 
 // RegistryOptions configure NewRegistry.
 type RegistryOptions struct {
@@ -206,6 +210,10 @@ func (r *Registry) SetHook(h func(w http.ResponseWriter, r *http.Request) bool) 
 
 func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 	r.tokenReq.Add(1)
+	if s := r.tokenErr.Load(); s != 0 {
+		w.WriteHeader(int(s))
+		return
+	}
 	if r.user != "" {
 		u, p, ok := req.BasicAuth()
 		if !ok || u != r.user || p != r.pass {
