@@ -176,7 +176,23 @@ func (f *Filler) fill(ctx context.Context, fl *Fill, fetch FetchFunc) (ocispec.D
 		failures++
 		lastErr = err
 	}
+	// Verified bytes may be released to readers before they are durable.
+	if v, ok := w.(interface{ Verify() error }); ok {
+		if err := v.Verify(); err != nil {
+			return ocispec.Descriptor{}, err
+		}
+		fl.markVerified()
+	}
 	return w.Commit(ctx)
+}
+
+func (fl *Fill) markVerified() {
+	fl.mu.Lock()
+	fl.verified = true
+	ch := fl.notify
+	fl.notify = make(chan struct{})
+	fl.mu.Unlock()
+	close(ch)
 }
 
 // copyBody appends body (which starts at start) to w from offset off,
@@ -252,6 +268,7 @@ type Fill struct {
 	ra        ReaderAtCloser
 	refs      int
 	began     time.Time // first byte on disk
+	verified  bool      // size and digest checked (commit may still run)
 }
 
 // Digest returns the digest being filled.
@@ -428,6 +445,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		fl.mu.Lock()
 		avail, err, ch, ra, size := fl.written, fl.err, fl.notify, fl.ra, fl.size
 		ended := fl.result.Digest != "" || err != nil
+		verified := fl.verified
 		fl.mu.Unlock()
 		if err != nil {
 			return 0, err
@@ -435,7 +453,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		// A reader of the blob's end gets the last byte only once the blob
 		// is verified: a client that trusts Content-Length must never see
 		// a complete body of wrong bytes.
-		if !ended && size > 0 && (r.end < 0 || r.end >= size) && avail >= size {
+		if !ended && !verified && size > 0 && (r.end < 0 || r.end >= size) && avail >= size {
 			avail = size - 1
 		}
 		if r.pos < avail {
@@ -453,7 +471,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			}
 			return k, rerr
 		}
-		if ended {
+		if ended || (verified && r.pos >= size) {
 			if r.end >= 0 && r.pos < r.end {
 				return 0, io.ErrUnexpectedEOF
 			}

@@ -14,12 +14,16 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 )
 
 // Layout is the local Store: an OCI v1 image layout at a root directory.
@@ -136,6 +140,9 @@ type fileBlob struct {
 
 func (b *fileBlob) Size() int64 { return b.size }
 
+// OSFile exposes the file for sendfile.
+func (b *fileBlob) OSFile() *os.File { return b.File }
+
 // Delete implements BlobStore.
 func (l *Layout) Delete(_ context.Context, dgst digest.Digest) error {
 	p, err := l.BlobPath(dgst)
@@ -156,13 +163,17 @@ func (l *Layout) Writer(_ context.Context, expected ocispec.Descriptor) (Writer,
 	}
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
-	name := expected.Digest.Encoded()[:16] + "-" + hex.EncodeToString(rnd[:])
+	// The owner's pid is in the name: between creating the file and locking
+	// it, another process opening the root must not take it for stale.
+	name := expected.Digest.Encoded()[:16] + "-" + hex.EncodeToString(rnd[:]) + "-" + strconv.Itoa(os.Getpid())
 	p := filepath.Join(l.root, ingestDir, name)
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: ingest: %w", expected.Digest, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	// Blocking: another process's cleanIngest may hold it for a moment while
+	// it checks (and, seeing our live pid, leaves it alone).
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		f.Close()
 		os.Remove(p)
 		return nil, fmt.Errorf("blob %s: ingest lock: %w", expected.Digest, err)
@@ -177,6 +188,7 @@ type layoutWriter struct {
 	expected ocispec.Descriptor
 	h        hash.Hash
 	n        int64
+	synced   int64
 	done     bool
 	mu       sync.Mutex
 }
@@ -193,7 +205,30 @@ func (w *layoutWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.h.Write(p[:n])
 	w.n += int64(n)
+	// Start writeback as we go, so the fsync at commit is short.
+	if w.n-w.synced >= syncEvery {
+		_ = unix.SyncFileRange(int(w.f.Fd()), w.synced, w.n-w.synced, unix.SYNC_FILE_RANGE_WRITE)
+		w.synced = w.n
+	}
 	return n, err
+}
+
+// syncEvery is how often (bytes) an ingest starts writeback.
+const syncEvery = 32 << 20
+
+// Verify checks the size and digest of what was written so far, without
+// persisting anything: the filler releases a blob's last byte to readers
+// once it verifies, before the fsync and rename of Commit.
+func (w *layoutWriter) Verify() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.expected.Size >= 0 && w.n != w.expected.Size {
+		return fmt.Errorf("blob %s: got %d bytes, want %d: %w", w.expected.Digest, w.n, w.expected.Size, ErrSizeMismatch)
+	}
+	if got := digest.NewDigest(w.expected.Digest.Algorithm(), w.h); got != w.expected.Digest {
+		return fmt.Errorf("blob %s: got %s: %w", w.expected.Digest, got, ErrDigestMismatch)
+	}
+	return nil
 }
 
 func (w *layoutWriter) Offset() int64 {
@@ -253,7 +288,26 @@ func (w *layoutWriter) Abort() {
 	os.Remove(w.path)
 }
 
-// cleanIngest removes ingest files whose owner is gone (no flock held).
+// ownerAlive reports whether the process named in an ingest file's name
+// (...-<pid>) may still be about to lock it: the process exists and the file
+// is less than a minute old (an old one belongs to a reused pid).
+func ownerAlive(name string, mod time.Time) bool {
+	i := strings.LastIndexByte(name, '-')
+	if i < 0 {
+		return false
+	}
+	pid, err := strconv.Atoi(name[i+1:])
+	if err != nil || pid <= 0 {
+		return false
+	}
+	if pid != os.Getpid() && syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	return time.Since(mod) < time.Minute
+}
+
+// cleanIngest removes ingest files whose owner is gone (no flock held, the
+// process that named it is dead).
 func (l *Layout) cleanIngest() {
 	dir := filepath.Join(l.root, ingestDir)
 	ents, err := os.ReadDir(dir)
@@ -266,7 +320,8 @@ func (l *Layout) cleanIngest() {
 		if err != nil {
 			continue
 		}
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+		fi, err := f.Stat()
+		if err == nil && syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil && !ownerAlive(e.Name(), fi.ModTime()) {
 			os.Remove(p)
 		}
 		f.Close()

@@ -56,6 +56,7 @@ func freeAddr(t *testing.T) string {
 type proc struct {
 	cmd  *exec.Cmd
 	addr string
+	root string
 	log  *syncBuffer
 }
 
@@ -86,7 +87,7 @@ func startServe(t *testing.T, cfg, root string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, addr: addr, log: log}
+	p := &proc{cmd: cmd, addr: addr, root: root, log: log}
 	t.Cleanup(func() { p.kill() })
 	deadline := time.Now().Add(20 * time.Second)
 	for {

@@ -47,12 +47,25 @@ func TestMetricsHealthAndAccessLog(t *testing.T) {
 		}
 	}
 	path := "/v2/up/m/blobs/" + blob.Digest.String()
-	for range 2 { // miss, then hit
+	for i := range 2 { // miss, then hit
 		if code, body := get(t, base+path); code != 200 || len(body) != len(blob.Data) {
 			t.Fatalf("GET blob = %d (%d bytes)", code, len(body))
 		}
+		for i == 0 && len(blobFiles(p.root)) == 0 {
+			time.Sleep(10 * time.Millisecond) // the commit follows the verified last byte
+		}
 	}
-	code, text := get(t, base+"/metrics")
+	// A client has every byte once the blob verifies; the fill's commit
+	// (and its counter) follows a moment later.
+	var code int
+	var text string
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		code, text = get(t, base+"/metrics")
+		if v, _ := metricValue(text, `clowder_fills_total{result="done"}`); v >= 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if code != 200 {
 		t.Fatalf("GET /metrics = %d", code)
 	}
