@@ -33,6 +33,7 @@ func newClient(conns int) *http.Client {
 type getResult struct {
 	bytes  int64
 	ttfb   time.Duration // to the first body byte
+	penult time.Duration // to all but the last byte (Clowder holds the last one until the blob is verified and committed)
 	total  time.Duration
 	digest string // when hashing
 	err    error
@@ -70,6 +71,9 @@ func getBlob(ctx context.Context, c *http.Client, url string, start time.Time, w
 				res.ttfb = time.Since(start)
 			}
 			res.bytes += int64(n)
+			if res.penult == 0 && want > 0 && res.bytes >= want-1 {
+				res.penult = time.Since(start)
+			}
 			if h != nil {
 				h.Write(buf[:n])
 			}
@@ -182,27 +186,28 @@ func oneRequest(ctx context.Context, c *http.Client, method, url string) error {
 
 // pullImage pulls repo:tag from base (a registry URL plus name prefix): the
 // manifest, then config and layers with conc parallel downloads, like
-// containerd. It returns the wall time and bytes read.
-func pullImage(ctx context.Context, base, repo, tag string, conc int) (time.Duration, int64, error) {
+// containerd. It returns the wall time, bytes read and the summed time
+// blobs waited for their last byte.
+func pullImage(ctx context.Context, base, repo, tag string, conc int) (time.Duration, int64, time.Duration, error) {
 	c := newClient(conc)
 	defer c.CloseIdleConnections()
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v2/"+repo+"/manifests/"+tag, nil)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	req.Header.Set("Accept", manifestAccept)
 	resp, err := c.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	resp.Body.Close()
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, 0, fmt.Errorf("GET manifest: %s: %s", resp.Status, body)
+		return 0, 0, 0, fmt.Errorf("GET manifest: %s: %s", resp.Status, body)
 	}
 	var m struct {
 		Config struct {
@@ -215,14 +220,14 @@ func pullImage(ctx context.Context, base, repo, tag string, conc int) (time.Dura
 		} `json:"layers"`
 	}
 	if err := json.Unmarshal(body, &m); err != nil {
-		return 0, 0, fmt.Errorf("manifest: %v", err)
+		return 0, 0, 0, fmt.Errorf("manifest: %v", err)
 	}
 	type job struct {
 		dgst string
 		size int64
 	}
 	jobs := make(chan job)
-	var total atomic.Int64
+	var total, wait atomic.Int64
 	var mu sync.Mutex
 	var ferr error
 	var wg sync.WaitGroup
@@ -233,6 +238,9 @@ func pullImage(ctx context.Context, base, repo, tag string, conc int) (time.Dura
 			for j := range jobs {
 				r := getBlob(ctx, c, base+"/v2/"+repo+"/blobs/"+j.dgst, time.Now(), j.size, false)
 				total.Add(r.bytes)
+				if r.penult > 0 {
+					wait.Add(int64(r.total - r.penult))
+				}
 				if r.err != nil {
 					mu.Lock()
 					if ferr == nil {
@@ -249,5 +257,5 @@ func pullImage(ctx context.Context, base, repo, tag string, conc int) (time.Dura
 	}
 	close(jobs)
 	wg.Wait()
-	return time.Since(start), total.Load() + int64(len(body)), ferr
+	return time.Since(start), total.Load() + int64(len(body)), time.Duration(wait.Load()), ferr
 }

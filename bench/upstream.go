@@ -32,6 +32,7 @@ type upstreamReg struct {
 	manGets   atomic.Int64
 	manHeads  atomic.Int64
 	blobBytes atomic.Int64
+	lastByte  atomic.Int64 // UnixNano of the last blob body write
 }
 
 type blobSrc struct {
@@ -104,17 +105,17 @@ func (u *upstreamReg) counts() counters {
 
 func (u *upstreamReg) setRate(r int64) { u.rate.Store(r) }
 
-// pace blocks until n more bytes may go out on the shared link. Idle time
-// earns no burst credit.
+// pace blocks until n more bytes may go out on the shared link.
 func (u *upstreamReg) pace(ctx context.Context, n int) error {
 	r := u.rate.Load()
 	if r <= 0 {
 		return nil
 	}
 	u.pmu.Lock()
+	// A little credit for a sleeper that woke late, none for an idle link.
 	now := time.Now()
-	if u.next.Before(now) {
-		u.next = now
+	if floor := now.Add(-10 * time.Millisecond); u.next.Before(floor) {
+		u.next = floor
 	}
 	u.next = u.next.Add(time.Duration(float64(n) / float64(r) * float64(time.Second)))
 	at := u.next
@@ -239,6 +240,7 @@ func (u *upstreamReg) serveBlob(w http.ResponseWriter, r *http.Request, dgst str
 		if m > 0 {
 			k, werr := w.Write(buf[:m])
 			u.blobBytes.Add(int64(k))
+			u.lastByte.Store(time.Now().UnixNano())
 			if werr != nil {
 				return
 			}
