@@ -43,7 +43,7 @@ test-long:
 	CLOWDER_LONG=1 $(GO) test -count=1 -timeout 60m -run 'Long' -v ./...
 
 bench: tools build
-	CLOWDER_BIN=$(abspath $(BIN)) $(GO) run ./bench
+	CLOWDER_BIN=$(abspath $(BIN)) $(GO) run ./bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin .e2e.log
