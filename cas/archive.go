@@ -79,11 +79,25 @@ func Export(ctx context.Context, s BlobStore, descs []ocispec.Descriptor, w io.W
 	return tw.Close()
 }
 
+// isSparse reports whether h is a GNU or PAX sparse file.
+func isSparse(h *tar.Header) bool {
+	if h.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
+}
+
 // Import reads an OCI image layout tar: every blob goes through the verified
 // ingest path (a wrong blob is refused, nothing partial is ever visible), and
 // each index.json entry whose content is complete is named by its
 // org.opencontainers.image.ref.name (or <prefix>@<digest> without one).
-// Paths in the tar never touch the filesystem.
+// Paths in the tar never touch the filesystem: a blob entry only names the
+// digest its bytes must hash to. Sparse entries are refused.
 func Import(ctx context.Context, s Store, r io.Reader, unnamedPrefix string) ([]string, error) {
 	tr := tar.NewReader(r)
 	var index *ocispec.Index
@@ -94,6 +108,11 @@ func Import(ctx context.Context, s Store, r io.Reader, unnamedPrefix string) ([]
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading archive: %w", err)
+		}
+		if isSparse(h) {
+			// A sparse entry expands a few bytes of archive into any number
+			// of zeros on disk: an export never writes one.
+			return nil, fmt.Errorf("archive: entry %q is a sparse file, which is never imported", h.Name)
 		}
 		name := strings.TrimPrefix(h.Name, "./")
 		switch {

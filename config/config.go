@@ -63,6 +63,12 @@ type Config struct {
 	// "20GB", a number of bytes); 0 is unbounded. Past it, whole names are
 	// evicted, least recently used first, and their blobs collected.
 	MaxSize ByteSize `yaml:"max_size"`
+	// Auth configures client authentication (off unless credentials are
+	// configured here).
+	Auth Auth `yaml:"auth"`
+	// TLSCert and TLSKey (PEM files) make the main listener serve HTTPS.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
 	// Pinned names are never evicted: exact names, globs (path.Match), or
 	// prefixes ending in "*" ("huggingface.co/org/*").
 	Pinned []string `yaml:"pinned"`
@@ -73,6 +79,80 @@ type Config struct {
 	// clients push to (local/team/model:v1); one OCI path component that
 	// names no upstream. Default: local.
 	HostedPrefix string `yaml:"hosted_prefix"`
+
+	// Hostile-input limits and the SSRF policy (see limits.go, SECURITY.md).
+
+	// AllowPrivateHosts are private, loopback or link-local destinations
+	// that upstream redirects and token realms may reach besides the
+	// configured upstreams' own hosts (on any port): CIDRs ("10.0.0.0/8"),
+	// IP addresses, host names ("token.corp.lan") or "*.corp.lan".
+	AllowPrivateHosts []string `yaml:"allow_private_hosts"`
+	// MaxFillsPerClient bounds the uncached blob fetches one client IP may
+	// have running; past it a cold blob gets 429 with Retry-After. Default
+	// 32; 0 turns the cap off.
+	MaxFillsPerClient *int `yaml:"max_fills_per_client"`
+	// MaxUploadSize bounds one blob pushed to a hosted repository ("10GiB");
+	// 0 (the default) is unbounded.
+	MaxUploadSize ByteSize `yaml:"max_upload_size"`
+	// RequestTimeout bounds a whole non-blob request (manifests, tags,
+	// referrers, the Hugging Face API). Default 5m. Blob streams are
+	// bounded by fill_idle_timeout instead.
+	RequestTimeout Duration `yaml:"request_timeout"`
+}
+
+// Auth is client authentication and authorization.
+type Auth struct {
+	// Htpasswd is an htpasswd file of bcrypt entries (htpasswd -B).
+	Htpasswd string `yaml:"htpasswd"`
+	// Tokens are static bearer tokens (also accepted as a Basic password).
+	Tokens []StaticToken `yaml:"tokens"`
+	// OllamaKeys are ollama clients' ed25519 public keys (the line in
+	// ~/.ollama/id_ed25519.pub); the client signs its token request.
+	OllamaKeys []OllamaKey `yaml:"ollama_keys"`
+	// Groups maps a group name to its users.
+	Groups map[string][]string `yaml:"groups"`
+	// Rules grant actions (pull, push, delete) on names; the first rule
+	// whose names and principals match decides. Without rules every
+	// authenticated user may do everything.
+	Rules []AuthRule `yaml:"rules"`
+	// Anonymous lets clients without credentials in, as user "anonymous",
+	// subject to the rules.
+	Anonymous bool `yaml:"anonymous"`
+	// TokenSecret signs the tokens Clowder issues (and presigned blob
+	// URLs); default: random per process. Set it when replicas share a load
+	// balancer.
+	TokenSecret string `yaml:"token_secret"`
+	// TokenTTL is the lifetime of issued tokens. Default 15m.
+	TokenTTL Duration `yaml:"token_ttl"`
+}
+
+// Enabled reports whether any client credentials are configured.
+func (a Auth) Enabled() bool {
+	return a.Htpasswd != "" || len(a.Tokens) > 0 || len(a.OllamaKeys) > 0
+}
+
+// StaticToken is a bearer token for a user.
+type StaticToken struct {
+	User  string `yaml:"user"`
+	Token string `yaml:"token"`
+}
+
+// OllamaKey is an ollama client's public key for a user.
+type OllamaKey struct {
+	User string `yaml:"user"`
+	Key  string `yaml:"key"`
+}
+
+// AuthRule grants actions on names to users and groups.
+type AuthRule struct {
+	// Names are exact names, globs, or prefixes ending in "*" (matched
+	// against the full name: docker.io/library/alpine, local/team/model).
+	Names []string `yaml:"names"`
+	// Users ("*" is every authenticated user, "anonymous" the anonymous one).
+	Users  []string `yaml:"users"`
+	Groups []string `yaml:"groups"`
+	// Actions: pull, push, delete.
+	Actions []string `yaml:"actions"`
 }
 
 // Listener is an extra address Clowder serves on.
@@ -82,6 +162,9 @@ type Listener struct {
 	// DefaultUpstream names the upstream for names without a known prefix
 	// on this listener (it wins over the User-Agent rule for ollama).
 	DefaultUpstream string `yaml:"default_upstream"`
+	// TLSCert and TLSKey make this listener serve HTTPS.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
 }
 
 // Upstream is one registry Clowder pulls through to.
@@ -286,6 +369,9 @@ func (c *Config) fillDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.Auth.TokenTTL == 0 {
+		c.Auth.TokenTTL = Duration(15 * time.Minute)
+	}
 	if c.JanitorInterval == 0 {
 		c.JanitorInterval = Duration(time.Minute)
 	}
@@ -364,6 +450,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("public_url: %q is not an http(s) URL", c.PublicURL)
 		}
 	}
+	if err := c.validateLimits(); err != nil {
+		return err
+	}
 	if !ValidComponent(c.HostedPrefix) {
 		return fmt.Errorf("hosted_prefix: %q is not one OCI path component (lower-case letters, digits, '.', '_', '-')", c.HostedPrefix)
 	}
@@ -373,6 +462,29 @@ func (c *Config) Validate() error {
 	if c.OllamaUpstream != "" {
 		if _, ok := byName[c.OllamaUpstream]; !ok {
 			return fmt.Errorf("ollama_upstream: %q names no upstream", c.OllamaUpstream)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("tls_key: tls_cert and tls_key go together")
+	}
+	for i, r := range c.Auth.Rules {
+		for _, a := range r.Actions {
+			if a != "pull" && a != "push" && a != "delete" {
+				return fmt.Errorf("auth.rules[%d].actions: %q is not one of pull, push, delete", i, a)
+			}
+		}
+		if len(r.Names) == 0 || (len(r.Users) == 0 && len(r.Groups) == 0) {
+			return fmt.Errorf("auth.rules[%d]: a rule needs names and users or groups", i)
+		}
+	}
+	for i, t := range c.Auth.Tokens {
+		if t.User == "" || len(t.Token) < 16 {
+			return fmt.Errorf("auth.tokens[%d]: a token needs a user and at least 16 characters", i)
+		}
+	}
+	for i, k := range c.Auth.OllamaKeys {
+		if k.User == "" || !strings.HasPrefix(k.Key, "ssh-ed25519 ") {
+			return fmt.Errorf("auth.ollama_keys[%d]: want a user and an \"ssh-ed25519 AAAA...\" key", i)
 		}
 	}
 	addrs := map[string]bool{c.Listen: true}
@@ -385,6 +497,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s.listen: %q is used twice", key, l.Listen)
 		}
 		addrs[l.Listen] = true
+		if (l.TLSCert == "") != (l.TLSKey == "") {
+			return fmt.Errorf("%s.tls_key: tls_cert and tls_key go together", key)
+		}
 		if l.DefaultUpstream != "" {
 			if _, ok := byName[l.DefaultUpstream]; !ok {
 				return fmt.Errorf("%s.default_upstream: %q names no upstream", key, l.DefaultUpstream)

@@ -111,7 +111,7 @@ func waitReady(p *proc, addr string) error {
 		resp, err := c.Get("http://" + addr + "/v2/")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized { // up; 401: client auth on
 				return nil
 			}
 			err = fmt.Errorf("status %s", resp.Status)

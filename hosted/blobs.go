@@ -107,6 +107,10 @@ func (h *Store) PutBlob(ctx context.Context, repo string, d digest.Digest, size 
 	if err := cas.ValidateDigest(d); err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	r, err := h.capUpload(0, size, r)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
 	desc, err := h.ingest(ctx, d, size, r)
 	if err != nil {
 		return ocispec.Descriptor{}, err
@@ -126,6 +130,9 @@ func (h *Store) ingest(ctx context.Context, d digest.Digest, size int64, r io.Re
 	}
 	defer w.Abort()
 	if _, err := io.Copy(w, r); err != nil {
+		if errors.Is(err, ErrUploadTooLarge) {
+			return ocispec.Descriptor{}, fmt.Errorf("blob %s: %w", d, err)
+		}
 		if errors.Is(err, cas.ErrSizeMismatch) {
 			return ocispec.Descriptor{}, fmt.Errorf("blob %s: %w: %v", d, ErrSizeInvalid, err)
 		}
@@ -142,4 +149,40 @@ func (h *Store) ingest(ctx context.Context, d digest.Digest, size int64, r io.Re
 	}
 	desc.MediaType = "application/octet-stream"
 	return desc, nil
+}
+
+// capUpload bounds an upload that already holds have bytes and announces
+// length more (-1: unknown) by MaxUploadSize: a length past it is refused at
+// once, and the returned reader fails with ErrUploadTooLarge past it.
+func (h *Store) capUpload(have, length int64, r io.Reader) (io.Reader, error) {
+	max := h.MaxUploadSize
+	if max <= 0 {
+		return r, nil
+	}
+	if length >= 0 && have+length > max {
+		return nil, fmt.Errorf("%d bytes, limit %d: %w", have+length, max, ErrUploadTooLarge)
+	}
+	return &capReader{r: r, left: max - have, max: max}, nil
+}
+
+type capReader struct {
+	r         io.Reader
+	left, max int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		var one [1]byte
+		n, err := c.r.Read(one[:])
+		if n > 0 {
+			return 0, fmt.Errorf("more than %d bytes: %w", c.max, ErrUploadTooLarge)
+		}
+		return 0, err
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
 }

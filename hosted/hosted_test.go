@@ -183,3 +183,44 @@ func TestManifestSurvivesReopen(t *testing.T) {
 		t.Fatalf("Repositories = %v, %v", repos, err)
 	}
 }
+
+// max_upload_size: a monolithic upload, a chunk and a streamed finish past
+// the limit are refused with ErrUploadTooLarge; nothing lands under blobs/
+// and a refused chunk leaves the session as it was.
+func TestMaxUploadSize(t *testing.T) {
+	root := t.TempDir()
+	h := open(t, root)
+	h.MaxUploadSize = 10
+	ctx := context.Background()
+	big := []byte("0123456789abc")
+	d := digest.FromBytes(big)
+	if _, err := h.PutBlob(ctx, "local/a", d, int64(len(big)), bytes.NewReader(big)); !errors.Is(err, hosted.ErrUploadTooLarge) {
+		t.Fatalf("PutBlob of 13 bytes with a 10-byte limit = %v", err)
+	}
+	if _, err := h.PutBlob(ctx, "local/a", d, -1, bytes.NewReader(big)); !errors.Is(err, hosted.ErrUploadTooLarge) {
+		t.Fatalf("PutBlob of 13 bytes of unknown length = %v", err)
+	}
+	u, err := h.StartUpload(ctx, "local/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.AppendUpload(ctx, "local/a", u.ID, 0, 8, bytes.NewReader(big[:8])); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.AppendUpload(ctx, "local/a", u.ID, -1, -1, bytes.NewReader(big[8:])); !errors.Is(err, hosted.ErrUploadTooLarge) {
+		t.Fatalf("streamed chunk past the limit = %v", err)
+	}
+	if st, err := h.UploadStatus(ctx, "local/a", u.ID); err != nil || st.Size != 8 {
+		t.Fatalf("session after a refused chunk = %+v, %v; want 8 bytes", st, err)
+	}
+	if _, err := h.FinishUpload(ctx, "local/a", u.ID, d, 8, 5, bytes.NewReader(big[8:])); !errors.Is(err, hosted.ErrUploadTooLarge) {
+		t.Fatalf("closing chunk past the limit = %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(root, "blobs", "sha256")); len(ents) != 0 {
+		t.Fatalf("%d blobs stored past the limit", len(ents))
+	}
+	small := big[:10]
+	if _, err := h.PutBlob(ctx, "local/a", digest.FromBytes(small), -1, bytes.NewReader(small)); err != nil {
+		t.Fatalf("PutBlob at the limit = %v", err)
+	}
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/clowder-dev/clowder/cas"
 	"github.com/clowder-dev/clowder/proxy"
+	"github.com/clowder-dev/clowder/upstream"
 	"github.com/clowder-dev/clowder/upstream/oci"
 )
 
@@ -84,6 +85,9 @@ func (h *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 		}
 	}
 	var m manifestFields
+	if err := upstream.CheckJSONDepth(body, upstream.MaxJSONDepth); err != nil {
+		return Manifest{}, fmt.Errorf("manifest %s: %w: %v", d, ErrManifestInvalid, err)
+	}
 	if err := json.Unmarshal(body, &m); err != nil {
 		return Manifest{}, fmt.Errorf("manifest %s: %w: %v", d, ErrManifestInvalid, err)
 	}

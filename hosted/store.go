@@ -35,6 +35,8 @@ var (
 	ErrDigestInvalid = errors.New("provided digest did not match uploaded content")
 	// ErrSizeInvalid: the uploaded bytes do not have the length the client gave.
 	ErrSizeInvalid = errors.New("provided length did not match content length")
+	// ErrUploadTooLarge: a blob upload exceeds MaxUploadSize.
+	ErrUploadTooLarge = errors.New("blob upload exceeds the size limit")
 )
 
 // MaxManifestSize is the largest manifest accepted (the spec asks registries
@@ -61,6 +63,10 @@ type Store struct {
 
 	// UploadTTL bounds how long an idle upload session is kept.
 	UploadTTL time.Duration
+	// MaxUploadSize bounds one blob upload in bytes (0: unbounded). A
+	// larger announced length is refused before any byte is read; a body
+	// that grows past it is cut off and the upload refused.
+	MaxUploadSize int64
 
 	mu        sync.Mutex
 	lastSweep time.Time

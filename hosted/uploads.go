@@ -80,6 +80,7 @@ func (h *Store) StartUpload(_ context.Context, repo string) (Upload, error) {
 // session is an open, locked upload session.
 type session struct {
 	Upload
+	h   *Store
 	dir string
 	f   *os.File
 }
@@ -127,7 +128,7 @@ func (h *Store) open(repo, id string) (*session, error) {
 		f.Close()
 		return nil, unknown
 	}
-	return &session{Upload: Upload{ID: id, Repo: repo, Size: fi.Size()}, dir: dir, f: f}, nil
+	return &session{Upload: Upload{ID: id, Repo: repo, Size: fi.Size()}, h: h, dir: dir, f: f}, nil
 }
 
 // UploadStatus returns the state of session id of repo.
@@ -161,6 +162,10 @@ func (s *session) append(start, length int64, r io.Reader) error {
 	if start >= 0 && start != s.Size {
 		return &RangeError{Upload: s.Upload, Start: start}
 	}
+	r, err := s.h.capUpload(s.Size, length, r)
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", s.ID, err)
+	}
 	if _, err := s.f.Seek(s.Size, io.SeekStart); err != nil {
 		return err
 	}
@@ -174,7 +179,7 @@ func (s *session) append(start, length int64, r io.Reader) error {
 	}
 	if err != nil {
 		_ = s.f.Truncate(s.Size)
-		if errors.Is(err, ErrSizeInvalid) {
+		if errors.Is(err, ErrSizeInvalid) || errors.Is(err, ErrUploadTooLarge) {
 			return fmt.Errorf("upload %s: %w", s.ID, err)
 		}
 		return fmt.Errorf("upload %s: %w: %v", s.ID, ErrUploadInvalid, err)
@@ -203,7 +208,9 @@ func (h *Store) FinishUpload(ctx context.Context, repo, id string, d digest.Dige
 	if s.Size == 0 && start <= 0 {
 		// POST then PUT with the whole blob: stream it straight into the
 		// ingest path instead of through the session file.
-		desc, err = h.ingest(ctx, d, length, r)
+		if r, err = h.capUpload(0, length, r); err == nil {
+			desc, err = h.ingest(ctx, d, length, r)
+		}
 	} else {
 		if err := s.append(start, length, r); err != nil {
 			return ocispec.Descriptor{}, err
@@ -214,7 +221,7 @@ func (h *Store) FinishUpload(ctx context.Context, repo, id string, d digest.Dige
 		desc, err = h.ingest(ctx, d, s.Size, io.LimitReader(s.f, s.Size))
 	}
 	if err != nil {
-		if errors.Is(err, ErrDigestInvalid) || errors.Is(err, ErrSizeInvalid) {
+		if errors.Is(err, ErrDigestInvalid) || errors.Is(err, ErrSizeInvalid) || errors.Is(err, ErrUploadTooLarge) {
 			s.remove()
 		}
 		return ocispec.Descriptor{}, err

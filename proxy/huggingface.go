@@ -40,6 +40,7 @@ const (
 	AnnotationHFType   = "dev.clowder.hf.type"
 	AnnotationHFCommit = "dev.clowder.hf.commit"
 	AnnotationHFInfo   = "dev.clowder.hf.info" // index.json: digest of the cached repo-info JSON
+	AnnotationPrivate  = "dev.clowder.private" // index.json: content that needs credentials upstream
 )
 
 // LayerMediaType returns the view's media type for a repo file.
@@ -115,6 +116,8 @@ type HFView struct {
 	Stale bool
 	// InfoDigest is the cached repo-info JSON of the revision, if any.
 	InfoDigest digest.Digest
+	// Private is set for private and gated repos.
+	Private bool
 }
 
 // File returns the file at p.
@@ -132,18 +135,14 @@ type HF struct {
 	up     *upstream.Upstream
 	client *hf.Client
 
-	sf       singleflightGroup
 	mu       sync.Mutex
 	resolved map[string]time.Time // name -> last confirmation (this process)
-}
-
-type singleflightGroup interface {
-	Do(key string, fn func() (any, error)) (any, error, bool)
+	access   map[string]accessEntry
 }
 
 // NewHF returns the Hugging Face front of p for upstream up.
 func NewHF(p *Proxy, up *upstream.Upstream, client *hf.Client) *HF {
-	return &HF{p: p, up: up, client: client, sf: &p.sf, resolved: map[string]time.Time{}}
+	return &HF{p: p, up: up, client: client, resolved: map[string]time.Time{}}
 }
 
 // Client returns the hub client.
@@ -199,7 +198,7 @@ func (h *HF) Resolve(ctx context.Context, repo hf.RepoRef, rev, auth string) (*H
 	if tag != "" {
 		h.p.touch(base + ":" + tag)
 	}
-	v, err, _ := h.sf.Do("hf:"+base+"@"+rev, func() (any, error) {
+	v, err := h.p.flight(ctx, "hf:"+base+"@"+rev, func() (any, error) {
 		return h.refresh(ctx, repo, rev, auth)
 	})
 	if err == nil {
@@ -264,6 +263,17 @@ func (h *HF) refresh(ctx context.Context, repo hf.RepoRef, rev, auth string) (*H
 	}
 	infoDesc, _ := h.storeJSON(ctx, info)
 	ann := map[string]string{AnnotationHFInfo: string(infoDesc)}
+	var access struct {
+		Private bool `json:"private"`
+		Gated   any  `json:"gated"`
+	}
+	_ = json.Unmarshal(info, &access)
+	if g, ok := access.Gated.(bool); access.Private || (access.Gated != nil && !(ok && !g)) {
+		// Fetched with someone's credentials: served only to clients the
+		// hub (or Clowder's rules) let in.
+		ann[AnnotationPrivate] = "true"
+		v.Private = true
+	}
 	if err := h.name(ctx, base+":"+meta.SHA, v, ann); err != nil {
 		return nil, err
 	}
@@ -387,18 +397,9 @@ func (h *HF) build(ctx context.Context, repo hf.RepoRef, commit, auth string) (*
 	return &HFView{Repo: repo, Commit: commit, Files: files, Manifest: mb, Desc: desc}, nil
 }
 
-// safeRepoPath refuses paths that could leave a checkout directory.
-func safeRepoPath(p string) bool {
-	if p == "" || strings.HasPrefix(p, "/") || strings.ContainsRune(p, 0) || strings.Contains(p, "\\") {
-		return false
-	}
-	for _, s := range strings.Split(p, "/") {
-		if s == "" || s == "." || s == ".." {
-			return false
-		}
-	}
-	return true
-}
+// safeRepoPath refuses paths that could leave a checkout directory (or
+// reshape a hub URL): see hf.ValidPath.
+func safeRepoPath(p string) bool { return hf.ValidPath(p) }
 
 // GitBlobSHA1 is git's object id of content: sha1("blob <size>\x00" + content).
 func GitBlobSHA1(b []byte) string {
@@ -459,6 +460,7 @@ func (h *HF) loadView(ctx context.Context, repo hf.RepoRef, d ocispec.Descriptor
 	if id := d.Annotations[AnnotationHFInfo]; id != "" {
 		v.InfoDigest = digest.Digest(id)
 	}
+	v.Private = d.Annotations[AnnotationPrivate] == "true"
 	return v, nil
 }
 
@@ -517,8 +519,12 @@ func (h *HF) cachedView(ctx context.Context, repo hf.RepoRef, rev string) (*HFVi
 	return h.loadView(ctx, repo, d)
 }
 
-// SanitizeHubJSON strips Xet fields from hub JSON.
+// SanitizeHubJSON strips Xet fields from hub JSON. Documents nested deeper
+// than upstream.MaxJSONDepth are refused.
 func SanitizeHubJSON(b []byte) ([]byte, error) {
+	if err := upstream.CheckJSONDepth(b, upstream.MaxJSONDepth); err != nil {
+		return nil, &upstream.Error{Method: "GET", Status: 502, Message: "hub sent JSON " + err.Error()}
+	}
 	var v any
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
@@ -673,4 +679,58 @@ func PathsInfoFromView(v *HFView, paths []string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// RepoPrivate reports whether any cached revision of repo is private or gated.
+func (h *HF) RepoPrivate(ctx context.Context, repo hf.RepoRef) bool {
+	descs, err := h.p.store.List(ctx)
+	if err != nil {
+		return true
+	}
+	base := h.OCIName(repo) + ":"
+	for _, d := range descs {
+		if strings.HasPrefix(d.Annotations[cas.AnnotationRefName], base) && d.Annotations[AnnotationPrivate] == "true" {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckAccess asks the hub whether the client's own credential (auth) may
+// read a file of a private or gated repo: a HEAD of its resolve URL, the
+// answer cached for accessTTL.
+func (h *HF) CheckAccess(ctx context.Context, v *HFView, file, auth string) bool {
+	if auth == "" {
+		return false
+	}
+	key := auth + "\n" + v.Repo.String()
+	h.mu.Lock()
+	if h.access == nil {
+		h.access = map[string]accessEntry{}
+	}
+	e, ok := h.access[key]
+	h.mu.Unlock()
+	if ok && time.Since(e.at) < accessTTL {
+		return e.ok
+	}
+	rctx, cancel := context.WithTimeout(ctx, h.p.opts.RevalidateTimeout)
+	defer cancel()
+	err := h.client.Head(rctx, v.Repo, v.Commit, file, auth)
+	var he *hf.Error
+	okAccess := err == nil
+	if err != nil && !errors.As(err, &he) {
+		return false // hub unreachable: no verdict, no caching
+	}
+	h.mu.Lock()
+	h.access[key] = accessEntry{ok: okAccess, at: time.Now()}
+	h.mu.Unlock()
+	return okAccess
+}
+
+// accessTTL is how long the hub's answer on a client credential is trusted.
+const accessTTL = 5 * time.Minute
+
+type accessEntry struct {
+	ok bool
+	at time.Time
 }

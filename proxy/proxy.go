@@ -29,6 +29,9 @@ var (
 	ErrBlobUnknown     = errors.New("blob unknown")
 	// ErrNoSource means the routed upstream does not serve this API.
 	ErrNoSource = errors.New("this upstream does not serve the OCI API")
+	// ErrTooManyFills means the client already started MaxFillsPerClient
+	// fills that are still running.
+	ErrTooManyFills = errors.New("too many uncached blobs requested at once by this client")
 )
 
 var (
@@ -59,6 +62,14 @@ type Options struct {
 	FarWait time.Duration
 	// Now returns the time (tests).
 	Now func() time.Time
+	// MaxFillsPerClient bounds the running fills one client (WithClient)
+	// may have started; past it a cold blob is ErrTooManyFills. Joining a
+	// running fill or reading a held blob is never refused. 0: unbounded.
+	MaxFillsPerClient int
+	// RequestTimeout bounds a whole non-blob request (manifests, tags,
+	// referrers, the Hugging Face API); the server applies it. Blob streams
+	// are bounded by the fill idle timeout instead. 0: none.
+	RequestTimeout time.Duration
 }
 
 // Proxy is the pull-through cache: names and blobs come from the store when
@@ -75,6 +86,48 @@ type Proxy struct {
 	confirmed map[string]time.Time
 	hf        *HF
 	used      map[string]time.Time // names served since the last TakeUsed
+	fills     map[string]int       // running fills per client (MaxFillsPerClient)
+}
+
+type clientKey struct{}
+
+// WithClient marks ctx as a request of client (its IP address), whose fills
+// MaxFillsPerClient counts.
+func WithClient(ctx context.Context, client string) context.Context {
+	return context.WithValue(ctx, clientKey{}, client)
+}
+
+// RequestTimeout is the bound on a whole non-blob request (0: none).
+func (p *Proxy) RequestTimeout() time.Duration { return p.opts.RequestTimeout }
+
+// admitFill counts a fill of d about to be started for ctx's client. It
+// returns ErrTooManyFills when the client is at its cap, else a function to
+// call with the fill, which releases the count when the fill ends.
+func (p *Proxy) admitFill(ctx context.Context, d digest.Digest) (func(*cas.Fill), error) {
+	client, _ := ctx.Value(clientKey{}).(string)
+	max := p.opts.MaxFillsPerClient
+	if max <= 0 || client == "" || p.filler.Lookup(d) != nil {
+		return func(*cas.Fill) {}, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fills[client] >= max {
+		return nil, fmt.Errorf("%d fills already running for %s: %w", max, client, ErrTooManyFills)
+	}
+	if p.fills == nil {
+		p.fills = map[string]int{}
+	}
+	p.fills[client]++
+	return func(fl *cas.Fill) {
+		go func() {
+			<-fl.Done()
+			p.mu.Lock()
+			if p.fills[client]--; p.fills[client] <= 0 {
+				delete(p.fills, client)
+			}
+			p.mu.Unlock()
+		}()
+	}, nil
 }
 
 // touch records that a name was served.
@@ -177,7 +230,7 @@ func (p *Proxy) manifestByDigest(ctx context.Context, rt upstream.Route, d diges
 		m.Hit = true
 		return m, nil
 	}
-	v, err, _ := p.sf.Do("m:"+string(d), func() (any, error) {
+	v, err := p.flight(ctx, "m:"+string(d), func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.UpstreamTimeout)
 		defer cancel()
 		desc, body, err := rt.Upstream.Source.Manifest(ctx, rt.Repo, string(d))
@@ -193,6 +246,28 @@ func (p *Proxy) manifestByDigest(ctx context.Context, rt upstream.Route, d diges
 		return Manifest{}, mapNotFound(err, ErrManifestUnknown)
 	}
 	return v.(Manifest), nil
+}
+
+// flight runs fn once per key for all concurrent callers (singleflight).
+// A caller whose ctx ends stops waiting (its request timed out or went
+// away); fn runs on for the others and the cache.
+func (p *Proxy) flight(ctx context.Context, key string, fn func() (any, error)) (any, error) {
+	ch := p.sf.DoChan(key, func() (v any, err error) {
+		// DoChan would re-panic on a goroutine of its own, out of reach of
+		// net/http's per-request recovery.
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("%s: panic: %v", key, r)
+			}
+		}()
+		return fn()
+	})
+	select {
+	case r := <-ch:
+		return r.Val, r.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // cachedManifest reads a held manifest. mediaType, when known from a
@@ -237,7 +312,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, rt upstream.Route, tag string
 		}
 		// Revalidate with a bounded wait; serve the cached copy if the
 		// upstream cannot answer.
-		v, err, _ := p.sf.Do("t:"+name, func() (any, error) {
+		v, err := p.flight(ctx, "t:"+name, func() (any, error) {
 			return p.revalidate(ctx, rt, tag, name, cached)
 		})
 		if err == nil {
@@ -253,7 +328,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, rt upstream.Route, tag string
 		m.Hit, m.Stale = true, true
 		return m, nil
 	}
-	v, err, _ := p.sf.Do("t:"+name, func() (any, error) {
+	v, err := p.flight(ctx, "t:"+name, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.UpstreamTimeout)
 		defer cancel()
 		desc, body, err := rt.Upstream.Source.Manifest(ctx, rt.Repo, tag)
@@ -386,6 +461,17 @@ type Blob struct {
 	// File is the committed blob when Hit (zero-copy serving); nil otherwise.
 	File cas.Blob
 	open func(ctx context.Context, off, n int64) (io.ReadCloser, error)
+	fill *cas.Fill
+}
+
+// Wait waits until the blob is committed to the store (a client may have
+// every verified byte a moment before that).
+func (b *Blob) Wait(ctx context.Context) error {
+	if b.fill == nil {
+		return nil
+	}
+	_, err := b.fill.Wait(ctx)
+	return err
 }
 
 // Open returns a reader of [off, off+n); n < 0 reads to the end.
@@ -426,7 +512,12 @@ func (p *Proxy) BlobFrom(ctx context.Context, desc ocispec.Descriptor, fetch cas
 			return sectionReader(f, off, n, f.Size()), nil
 		}}, nil
 	}
+	admitted, err := p.admitFill(ctx, d)
+	if err != nil {
+		return nil, err
+	}
 	fl := p.filler.Start(desc, fetch)
+	admitted(fl)
 	size, err := fl.Ready(ctx)
 	if err != nil {
 		return nil, mapNotFound(err, ErrBlobUnknown)
@@ -439,7 +530,7 @@ func (p *Proxy) BlobFrom(ctx context.Context, desc ocispec.Descriptor, fetch cas
 		}
 		return p.BlobFrom(ctx, desc, fetch)
 	}
-	return &Blob{Digest: d, Size: size, open: func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	return &Blob{Digest: d, Size: size, fill: fl, open: func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 		// A range far past the write point is served by its own ranged
 		// upstream request instead of waiting for the fill to get there.
 		if off > 0 && off-fl.Written() > p.opts.FarRange {

@@ -75,8 +75,15 @@ func classify(err error) *Error {
 		return errorf(http.StatusNotFound, CodeBlobUnknown, err.Error())
 	case errors.Is(err, upstream.ErrDigestMismatch), errors.Is(err, cas.ErrDigestMismatch), errors.Is(err, cas.ErrSizeMismatch):
 		return errorf(http.StatusBadGateway, CodeUnavailable, err.Error())
-	case errors.Is(err, upstream.ErrTooLarge):
+	case errors.Is(err, upstream.ErrTooLarge), errors.Is(err, upstream.ErrTooDeep):
 		return errorf(http.StatusBadGateway, CodeManifestInvalid, err.Error())
+	case errors.Is(err, upstream.ErrBlockedAddress):
+		// An upstream redirect or token realm pointed at a private address.
+		return errorf(http.StatusBadGateway, CodeUnavailable, "upstream request refused (SSRF guard): "+err.Error())
+	case errors.Is(err, proxy.ErrTooManyFills):
+		e := errorf(http.StatusTooManyRequests, CodeTooManyRequests, err.Error()+"; retry when some finish")
+		e.Header = http.Header{"Retry-After": {RetryAfterTooManyFills}}
+		return e
 	case isUp:
 		return upstreamError(ue)
 	case errors.Is(err, cas.ErrFillStalled):

@@ -29,6 +29,8 @@ const (
 // DIGEST_INVALID and not an upstream's 502.
 func classifyHosted(err error) *Error {
 	switch {
+	case errors.Is(err, hosted.ErrUploadTooLarge):
+		return errorf(http.StatusRequestEntityTooLarge, CodeSizeInvalid, err.Error())
 	case errors.Is(err, hosted.ErrRangeInvalid):
 		return errorf(http.StatusRequestedRangeNotSatisfiable, CodeBlobUploadInvalid, err.Error())
 	case errors.Is(err, hosted.ErrUploadUnknown):
@@ -88,6 +90,20 @@ func (s *Server) serveHosted(w http.ResponseWriter, r *http.Request) bool {
 	}
 	info(r).name = name
 	info(r).upstream = "hosted"
+	if !s.authorize(w, r, actionOf(r.Method), name, name) {
+		return true
+	}
+	if a, q := s.opts.Auth, r.URL.Query(); a != nil && q.Has("mount") {
+		// Mount only what the client may read in the source repository;
+		// otherwise the POST starts an ordinary upload. With authentication
+		// on, a mount without from (which could reach any repository) is
+		// always an ordinary upload.
+		if id := identityOf(r); id == nil || q.Get("from") == "" || !a.allowed(*id, "pull", q.Get("from")) {
+			q.Del("mount")
+			q.Del("from")
+			r.URL.RawQuery = q.Encode()
+		}
+	}
 	allow := func(methods ...string) bool {
 		for _, m := range methods {
 			if r.Method == m {
@@ -425,6 +441,9 @@ func (s *Server) hostedReferrers(w http.ResponseWriter, r *http.Request, h *host
 // handleCatalog is GET /v2/_catalog: the hosted repositories (a pull-through
 // cache cannot list its upstreams' repositories).
 func (s *Server) handleCatalog(w http.ResponseWriter, r *http.Request) {
+	if !s.authorize(w, r, "pull", "_catalog", "") {
+		return
+	}
 	h := s.opts.Hosted
 	if h == nil {
 		writeError(w, r, errorf(http.StatusNotFound, CodeUnsupported, "no hosted repositories: the catalog is empty"))

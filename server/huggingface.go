@@ -69,6 +69,34 @@ func validRepoID(id string) bool {
 
 func (s *Server) hfFront() *proxy.HF { return s.proxy.HF() }
 
+// hfMayRead decides who may read a private or gated repo's cached files:
+// a Clowder user the rules let in, or a client whose own hub token the hub
+// confirms (checked upstream, cached briefly).
+func (s *Server) hfMayRead(r *http.Request, h *proxy.HF, v *proxy.HFView, file string) bool {
+	if s.opts.Auth != nil {
+		if id := identityOf(r); id != nil && !id.Anonymous {
+			return true
+		}
+	}
+	if file == "" && len(v.Files) > 0 {
+		file = v.Files[0].Path
+	}
+	return h.CheckAccess(r.Context(), v, file, s.upstreamAuth(r))
+}
+
+// upstreamAuth is the client's own hub credential to use upstream: its
+// Authorization header as is when Clowder authentication is off; with it on,
+// only a Hugging Face token (Bearer hf_...), never a Clowder credential.
+func (s *Server) upstreamAuth(r *http.Request) string {
+	if s.opts.Auth == nil {
+		return r.Header.Get("Authorization")
+	}
+	if id := identityOf(r); id != nil && id.HFToken != "" {
+		return "Bearer " + id.HFToken
+	}
+	return ""
+}
+
 // handleHFAPI serves /api/...
 func (s *Server) handleHFAPI(w http.ResponseWriter, r *http.Request) {
 	h := s.hfFront()
@@ -98,7 +126,12 @@ func (s *Server) handleHFAPI(w http.ResponseWriter, r *http.Request) {
 	repo := hf.RepoRef{Type: typ, ID: id}
 	info(r).upstream = h.Upstream().Name
 	info(r).name = repo.String()
-	auth := r.Header.Get("Authorization")
+	if !s.authorize(w, r, "pull", h.OCIName(repo), "") {
+		return
+	}
+	r, cancel := s.limit(r, false)
+	defer cancel()
+	auth := s.upstreamAuth(r)
 	switch kw {
 	case "", "revision":
 		rev := ""
@@ -108,6 +141,10 @@ func (s *Server) handleHFAPI(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			rev = rest[0]
+			if !hf.ValidRevision(rev) {
+				hfError(w, r, http.StatusBadRequest, "", fmt.Sprintf("invalid revision %q", rev))
+				return
+			}
 		}
 		b, err := h.Info(r.Context(), repo, rev, r.URL.RawQuery, auth)
 		if err != nil {
@@ -116,6 +153,10 @@ func (s *Server) handleHFAPI(w http.ResponseWriter, r *http.Request) {
 		}
 		writeRawJSON(w, r, b)
 	case "paths-info":
+		if len(rest) == 1 && !hf.ValidRevision(rest[0]) {
+			hfError(w, r, http.StatusBadRequest, "", fmt.Sprintf("invalid revision %q", rest[0]))
+			return
+		}
 		if len(rest) != 1 || r.Method != http.MethodPost {
 			hfError(w, r, http.StatusNotFound, "", "unknown API route")
 			return
@@ -124,6 +165,10 @@ func (s *Server) handleHFAPI(w http.ResponseWriter, r *http.Request) {
 	case "tree":
 		if len(rest) < 1 {
 			hfError(w, r, http.StatusNotFound, "", "unknown API route")
+			return
+		}
+		if dir := strings.Join(rest[1:], "/"); !hf.ValidRevision(rest[0]) || (dir != "" && !hf.ValidPath(dir)) {
+			hfError(w, r, http.StatusBadRequest, "", fmt.Sprintf("invalid revision %q or path %q", rest[0], dir))
 			return
 		}
 		s.handleHFTree(w, r, h, repo, rest[0], strings.Join(rest[1:], "/"), auth)
@@ -153,6 +198,10 @@ func (s *Server) handleHFTree(w http.ResponseWriter, r *http.Request, h *proxy.H
 	// The hub is unreachable: list the cached view of the revision.
 	v, verr := h.Resolve(r.Context(), repo, rev, auth)
 	if verr != nil {
+		writeHFErr(w, r, err)
+		return
+	}
+	if v.Private && !s.hfMayRead(r, h, v, "") {
 		writeHFErr(w, r, err)
 		return
 	}
@@ -205,6 +254,10 @@ func (s *Server) handleHFPathsInfo(w http.ResponseWriter, r *http.Request, h *pr
 		}
 		paths = q["paths"]
 	}
+	if v.Private && !s.hfMayRead(r, h, v, "") {
+		writeHFErr(w, r, err)
+		return
+	}
 	info(r).cache = "stale"
 	out, _ := json.Marshal(proxy.PathsInfoFromView(v, paths))
 	writeRawJSON(w, r, out)
@@ -246,17 +299,26 @@ func (s *Server) handleHFResolve(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	rev, file := rest[0], strings.Join(rest[1:], "/")
-	if !validRepoID(id) || rev == "" {
-		hfError(w, r, http.StatusBadRequest, "", "invalid repo id or revision")
+	if !validRepoID(id) || !hf.ValidRevision(rev) || !hf.ValidPath(file) {
+		hfError(w, r, http.StatusBadRequest, "", "invalid repo id, revision or file path")
 		return true
 	}
 	repo := hf.RepoRef{Type: typ, ID: id}
 	info(r).upstream = h.Upstream().Name
 	info(r).name = repo.String() + "/" + file
-	auth := r.Header.Get("Authorization")
+	if !s.authorize(w, r, "pull", h.OCIName(repo), "") {
+		return true
+	}
+	r, cancel := s.limit(r, true)
+	defer cancel()
+	auth := s.upstreamAuth(r)
 	v, err := h.Resolve(r.Context(), repo, rev, auth)
 	if err != nil {
 		writeHFErr(w, r, err)
+		return true
+	}
+	if v.Private && !s.hfMayRead(r, h, v, file) {
+		hfError(w, r, http.StatusUnauthorized, "GatedRepo", fmt.Sprintf("Access to %s is restricted: it was cached for another credential. Send your own Hugging Face token.", repo))
 		return true
 	}
 	w.Header().Set("X-Repo-Commit", v.Commit)

@@ -69,6 +69,23 @@ func (s *Server) handleOCI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info(r).upstream = rt.Upstream.Name
+	if !s.authorize(w, r, "pull", rt.Name, name) {
+		return
+	}
+	if h := s.hfFront(); h != nil && rt.Upstream.Type == "huggingface" {
+		// Private and gated repos through the OCI view: Clowder users the
+		// rules let in only (an OCI client brings no hub token).
+		if repo, ok := proxy.RepoFromOCI(rt.Repo); ok && h.RepoPrivate(r.Context(), repo) {
+			if s.opts.Auth == nil {
+				writeError(w, r, errorf(http.StatusForbidden, CodeDenied, rt.Name+" is private or gated upstream; with client authentication off it is served only through the Hugging Face API to clients whose own token the hub accepts"))
+				return
+			}
+			if id := identityOf(r); id == nil || id.Anonymous {
+				s.challenge(w, r, "repository:"+name+":pull", errorf(http.StatusUnauthorized, CodeUnauthorized, rt.Name+" is private or gated upstream: authenticate to Clowder"))
+				return
+			}
+		}
+	}
 	if rt.Upstream.Source == nil {
 		writeError(w, r, errorf(http.StatusNotFound, CodeNameUnknown, fmt.Sprintf("upstream %s (type %s) does not serve the OCI API", rt.Upstream.Name, rt.Upstream.Type)))
 		return
@@ -138,7 +155,13 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request, rt upstream.
 	// The canonical path names the upstream, so a follow-up request routes
 	// here whatever its User-Agent (ollama sends its ranged parts with Go's
 	// default one).
-	serveBlob(w, r, b, "/v2/"+rt.Name+"/blobs/"+d.String())
+	loc := "/v2/" + rt.Name + "/blobs/" + d.String()
+	if id := identityOf(r); id != nil && s.opts.Auth != nil && !id.Anonymous {
+		// ollama fetches its ranged parts from Location without
+		// Authorization, as from an object store: presign it.
+		loc += "?" + s.opts.Auth.presign(loc, id.User)
+	}
+	serveBlob(w, r, b, loc)
 }
 
 // serveBlob answers GET/HEAD of a blob with Range support. Headers go out

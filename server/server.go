@@ -35,6 +35,8 @@ type Options struct {
 	// Hosted, when set, serves the hosted repositories (push, delete,
 	// catalog) under its prefix.
 	Hosted *hosted.Store
+	// Auth, when set, authenticates clients and applies access rules.
+	Auth *Auth
 	// Metrics, when set, counts requests and serves /metrics.
 	Metrics *metrics.Metrics
 	// Ready reports whether the process can serve (/readyz); nil is ready.
@@ -67,6 +69,7 @@ func New(p *proxy.Proxy, log zerolog.Logger, opts ...Options) *Server {
 	if s.opts.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", s.opts.Metrics.Handler())
 	}
+	r.Get("/token", s.handleToken)
 	r.Get("/v2", s.handleBase)
 	r.Get("/v2/", s.handleBase)
 	r.Head("/v2/", s.handleBase)
@@ -98,6 +101,14 @@ func (s *Server) HTTPServer(addr string) *http.Server {
 }
 
 func (s *Server) handleBase(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if a := s.opts.Auth; a != nil {
+		id, err := a.identify(r)
+		if err != nil || (id.Anonymous && !a.cfg.Anonymous) {
+			s.challenge(w, r, "", errorf(http.StatusUnauthorized, CodeUnauthorized, "authentication required"))
+			return
+		}
+	}
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", "2")
@@ -137,6 +148,7 @@ type reqInfo struct {
 	upstream string
 	name     string
 	err      *Error
+	identity *Identity
 }
 
 type infoKey struct{}

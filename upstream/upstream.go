@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -66,7 +67,7 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if e.Status == 0 {
-		return fmt.Sprintf("%s %s: %v", e.Method, redact(e.URL), e.Err)
+		return fmt.Sprintf("%s %s: %v", e.Method, redact(e.URL), redactErr(e.Err))
 	}
 	s := fmt.Sprintf("%s %s: %d %s", e.Method, redact(e.URL), e.Status, http.StatusText(e.Status))
 	if len(e.Codes) > 0 {
@@ -78,21 +79,28 @@ func (e *Error) Error() string {
 	return s
 }
 
-// Unwrap maps the answer to a sentinel.
-func (e *Error) Unwrap() error {
+// Unwrap maps the answer to a sentinel; a transport failure (Status 0) also
+// exposes its cause (ErrBlockedAddress, context.DeadlineExceeded).
+func (e *Error) Unwrap() []error {
 	switch {
+	case e.Status == 0 && e.Err != nil:
+		return []error{ErrUnavailable, e.Err}
 	case e.Status == 0:
-		return ErrUnavailable
+		return []error{ErrUnavailable}
 	case e.Status == http.StatusNotFound:
-		return ErrNotFound
+		return []error{ErrNotFound}
 	case e.Status >= 500:
-		return ErrUnavailable
+		return []error{ErrUnavailable}
 	}
 	return nil
 }
 
-// Temporary reports whether a retry may succeed.
+// Temporary reports whether a retry may succeed. A destination the SSRF
+// guard refused stays refused.
 func (e *Error) Temporary() bool {
+	if e.Status == 0 && errors.Is(e.Err, ErrBlockedAddress) {
+		return false
+	}
 	return e.Status == 0 || e.Status >= 500 || e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout
 }
 
@@ -102,6 +110,21 @@ func redact(u string) string {
 		return u[:i] + "?…"
 	}
 	return u
+}
+
+// redactErr drops the query string of the URL in a *url.Error (a redirect
+// to a presigned object-store URL carries its signature there).
+func redactErr(err error) any {
+	var ue *url.Error
+	if !errors.As(err, &ue) || !strings.Contains(ue.URL, "?") {
+		return err
+	}
+	if err == error(ue) {
+		c := *ue
+		c.URL = redact(c.URL)
+		return &c
+	}
+	return strings.ReplaceAll(err.Error(), ue.URL, redact(ue.URL))
 }
 
 // NewTransport returns the HTTP transport shared by upstream clients.

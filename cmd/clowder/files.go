@@ -161,8 +161,10 @@ func fetchBlob(ctx context.Context, a *app, rt upstream.Route, l ocispec.Descrip
 		return err
 	}
 	defer r.Close()
-	_, err = io.Copy(io.Discard, r)
-	return err
+	if _, err = io.Copy(io.Discard, r); err != nil {
+		return err
+	}
+	return b.Wait(ctx)
 }
 
 // safeRel reports whether p is a relative path that stays inside its base.

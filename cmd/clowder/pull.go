@@ -207,6 +207,9 @@ func (p *puller) blob(ctx context.Context, d digest.Digest, size int64) error {
 	if _, err := io.Copy(w, r); err != nil {
 		return fmt.Errorf("blob %s: %w", d, err)
 	}
+	if err := b.Wait(ctx); err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
 	if !p.tty {
 		fmt.Fprintf(p.out, "  %s fetched (%d bytes)\n", short, b.Size)
 	}

@@ -66,6 +66,9 @@ func pullHF(ctx context.Context, a *app, ref string, out io.Writer) error {
 			}
 			_, err = io.Copy(io.Discard, r)
 			r.Close()
+			if err == nil {
+				err = b.Wait(ctx)
+			}
 			if err != nil {
 				b.Close()
 				return fmt.Errorf("%s: %w", f.Path, err)

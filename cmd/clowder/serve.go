@@ -37,15 +37,20 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			auth, err := newAuth(cfg.Auth)
+			if err != nil {
+				return err
+			}
 			type listener struct {
-				srv *http.Server
-				ln  net.Listener
+				srv       *http.Server
+				ln        net.Listener
+				cert, key string
 			}
 			var lns []listener
-			addrs := []config.Listener{{Listen: cfg.Listen}}
+			addrs := []config.Listener{{Listen: cfg.Listen, TLSCert: cfg.TLSCert, TLSKey: cfg.TLSKey}}
 			addrs = append(addrs, cfg.Listeners...)
 			for _, l := range addrs {
-				srv := server.New(a.proxy, a.log, server.Options{DefaultUpstream: l.DefaultUpstream, PublicURL: cfg.PublicURL, Hosted: a.hosted,
+				srv := server.New(a.proxy, a.log, server.Options{DefaultUpstream: l.DefaultUpstream, PublicURL: cfg.PublicURL, Hosted: a.hosted, Auth: auth,
 					Metrics: a.metrics, Ready: func() error { _, err := a.store.List(context.Background()); return err }}).HTTPServer(l.Listen)
 				ln, err := net.Listen("tcp", l.Listen)
 				if err != nil {
@@ -54,8 +59,8 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 					}
 					return err
 				}
-				lns = append(lns, listener{srv, ln})
-				a.log.Info().Str("listen", ln.Addr().String()).Str("default_upstream", l.DefaultUpstream).Msg("listening")
+				lns = append(lns, listener{srv, ln, l.TLSCert, l.TLSKey})
+				a.log.Info().Str("listen", ln.Addr().String()).Str("default_upstream", l.DefaultUpstream).Bool("tls", l.TLSCert != "").Bool("auth", auth != nil).Msg("listening")
 			}
 			a.log.Info().Str("root", a.store.Root()).Int("upstreams", len(cfg.Upstreams)).Str("version", version).Msg("clowder serving")
 			go func() {
@@ -77,7 +82,13 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			defer func() { jstop(); <-jdone }()
 			errc := make(chan error, len(lns))
 			for _, l := range lns {
-				go func() { errc <- l.srv.Serve(l.ln) }()
+				go func() {
+					if l.cert != "" {
+						errc <- l.srv.ServeTLS(l.ln, l.cert, l.key)
+						return
+					}
+					errc <- l.srv.Serve(l.ln)
+				}()
 			}
 			var serveErr error
 			select {

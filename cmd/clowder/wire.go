@@ -97,7 +97,14 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 			log.Warn().Str("digest", ev.Digest.String()).Int64("offset", ev.Offset).AnErr("cause", ev.Err).Msg("fill failed")
 		}
 	}
-	shared := upstream.NewTransport()
+	// Every upstream connection goes through the SSRF guard: redirects and
+	// token realms reach private addresses only on an upstream's own host
+	// or where allow_private_hosts says so.
+	guard, err := upstream.NewGuard(cfg.UpstreamURLs(), cfg.AllowPrivateHosts)
+	if err != nil {
+		return nil, err
+	}
+	shared := guard.Transport(upstream.NewTransport())
 	transport := shared
 	var ups []*upstream.Upstream
 	for _, u := range cfg.Upstreams {
@@ -124,6 +131,8 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	p := proxy.New(store, filler, router, proxy.Options{
 		RevalidateTimeout: time.Duration(cfg.RevalidateTimeout),
 		UpstreamTimeout:   time.Duration(cfg.UpstreamTimeout),
+		MaxFillsPerClient: cfg.FillsPerClient(),
+		RequestTimeout:    cfg.WholeRequestTimeout(),
 	})
 	for _, up := range ups {
 		if up.Type != config.TypeHuggingFace {
@@ -145,5 +154,6 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	hs.MaxUploadSize = int64(cfg.MaxUploadSize)
 	return &app{cfg: cfg, log: log, store: store, filler: filler, router: router, proxy: p, hosted: hs, metrics: m}, nil
 }

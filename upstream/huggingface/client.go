@@ -117,6 +117,65 @@ func New(baseURL, token string, transport http.RoundTripper, userAgent string) (
 // Base returns the hub URL.
 func (c *Client) Base() *url.URL { return c.base }
 
+// ValidRevision reports whether rev can be a git revision (a commit id, a
+// branch or tag name, refs/pr/N) by git's ref-name rules that matter here:
+// no "." or ".." component, no "..", no control character or backslash,
+// no empty component. Anything else could turn into a different URL path
+// on the hub.
+func ValidRevision(rev string) bool {
+	if rev == "" || len(rev) > 256 || strings.Contains(rev, "..") || strings.ContainsAny(rev, "\\ ~^:?*[") {
+		return false
+	}
+	for _, c := range rev {
+		if c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	for _, seg := range strings.Split(rev, "/") {
+		if seg == "" || strings.HasPrefix(seg, ".") {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidPath reports whether p is a relative file path inside a repository:
+// no empty, "." or ".." segment, no leading slash, backslash or control
+// character.
+func ValidPath(p string) bool {
+	if p == "" || len(p) > 4096 || strings.Contains(p, "\\") {
+		return false
+	}
+	for _, c := range p {
+		if c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// checkRevPath refuses to put a revision or path with dot segments into a hub
+// URL (the hub, or a proxy before it, could resolve them into another
+// endpoint, called with the proxy's token).
+func checkRevPath(rev, path string) error {
+	if rev != "" && !ValidRevision(rev) {
+		return fmt.Errorf("revision %q: %w", rev, ErrUnsafePath)
+	}
+	if path != "" && !ValidPath(path) {
+		return fmt.Errorf("path %q: %w", path, ErrUnsafePath)
+	}
+	return nil
+}
+
+// ErrUnsafePath means a revision or file path would change the shape of a
+// hub URL ("..", "." or empty segments, control characters).
+var ErrUnsafePath = errors.New("unsafe revision or path")
+
 func (c *Client) newRequest(ctx context.Context, method, pathAndQuery, auth string) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+pathAndQuery, nil)
 	if err != nil {
@@ -169,6 +228,9 @@ func errorFrom(resp *http.Response) *Error {
 
 // Info fetches /api/{type}s/{id}[/revision/{rev}]?rawQuery: the raw JSON.
 func (c *Client) Info(ctx context.Context, repo RepoRef, rev, rawQuery, auth string) ([]byte, error) {
+	if err := checkRevPath(rev, ""); err != nil {
+		return nil, err
+	}
 	p := repo.APIPrefix()
 	if rev != "" {
 		p += "/revision/" + url.PathEscape(rev)
@@ -185,7 +247,20 @@ func (c *Client) Info(ctx context.Context, repo RepoRef, rev, rawQuery, auth str
 		return nil, err
 	}
 	defer resp.Body.Close()
-	return upstream.ReadCapped(resp.Body, 32<<20)
+	return readJSON(resp, 32<<20)
+}
+
+// readJSON reads a hub JSON answer with a size cap, refusing documents
+// nested deeper than upstream.MaxJSONDepth.
+func readJSON(resp *http.Response, limit int64) ([]byte, error) {
+	b, err := upstream.ReadCapped(resp.Body, limit)
+	if err != nil {
+		return nil, err
+	}
+	if err := upstream.CheckJSONDepth(b, upstream.MaxJSONDepth); err != nil {
+		return nil, &upstream.Error{Method: resp.Request.Method, URL: resp.Request.URL.String(), Status: http.StatusBadGateway, Message: "hub JSON " + err.Error()}
+	}
+	return b, nil
 }
 
 // TreeEntry is one entry of a tree listing.
@@ -208,6 +283,9 @@ type LFS struct {
 // is passed through. It returns the raw JSON and the next page's URL (as the
 // hub sent it in Link), if any.
 func (c *Client) TreePage(ctx context.Context, repo RepoRef, rev, path, rawQuery, auth string) ([]byte, string, error) {
+	if err := checkRevPath(rev, path); err != nil {
+		return nil, "", err
+	}
 	p := repo.APIPrefix() + "/tree/" + url.PathEscape(rev)
 	if path != "" {
 		p += "/" + escapePath(path)
@@ -241,7 +319,7 @@ func (c *Client) treeURL(ctx context.Context, pathAndQuery, auth string) ([]byte
 		return nil, "", err
 	}
 	defer resp.Body.Close()
-	b, err := upstream.ReadCapped(resp.Body, 64<<20)
+	b, err := readJSON(resp, 64<<20)
 	if err != nil {
 		return nil, "", err
 	}
@@ -278,6 +356,9 @@ type FileMeta struct {
 // Open downloads a file from offset: the body, where it starts (0 when the
 // server ignored Range) and the total size (-1 when unknown).
 func (c *Client) Open(ctx context.Context, repo RepoRef, rev, path string, offset int64, auth string) (io.ReadCloser, int64, int64, error) {
+	if err := checkRevPath(rev, path); err != nil {
+		return nil, 0, 0, err
+	}
 	req, err := c.newRequest(ctx, http.MethodGet, repo.URLPrefix()+"/resolve/"+url.PathEscape(rev)+"/"+escapePath(path), auth)
 	if err != nil {
 		return nil, 0, 0, err
@@ -354,6 +435,9 @@ func StripXet(v any) any {
 // PathsInfo posts /api/{type}s/{id}/paths-info/{rev} with the client's body
 // (JSON {"paths":[...],"expand":bool} or the form huggingface_hub sends).
 func (c *Client) PathsInfo(ctx context.Context, repo RepoRef, rev, contentType string, body []byte, auth string) ([]byte, error) {
+	if err := checkRevPath(rev, ""); err != nil {
+		return nil, err
+	}
 	req, err := c.newRequest(ctx, http.MethodPost, repo.APIPrefix()+"/paths-info/"+url.PathEscape(rev), auth)
 	if err != nil {
 		return nil, err
@@ -368,5 +452,28 @@ func (c *Client) PathsInfo(ctx context.Context, repo RepoRef, rev, contentType s
 		return nil, err
 	}
 	defer resp.Body.Close()
-	return upstream.ReadCapped(resp.Body, 32<<20)
+	return readJSON(resp, 32<<20)
+}
+
+// Head checks that auth may read a file: a HEAD of its resolve URL without
+// following the redirect to the CDN (a 3xx is access granted).
+func (c *Client) Head(ctx context.Context, repo RepoRef, rev, path, auth string) error {
+	req, err := c.newRequest(ctx, http.MethodHead, repo.URLPrefix()+"/resolve/"+url.PathEscape(rev)+"/"+escapePath(path), auth)
+	if err != nil {
+		return err
+	}
+	if auth == "" {
+		req.Header.Del("Authorization") // never the proxy's own token here
+	}
+	noFollow := *c.http
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := noFollow.Do(req)
+	if err != nil {
+		return &upstream.Error{Method: "HEAD", URL: req.URL.String(), Err: err}
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		return errorFrom(resp)
+	}
+	return nil
 }

@@ -229,7 +229,9 @@ func (c *Client) authorize(ctx context.Context, header, repo string) error {
 		return err
 	}
 	req.Header.Set("User-Agent", c.opts.UserAgent)
-	if u, p, ok := c.creds(); ok {
+	// Credentials go to the realm the upstream names (the token flow needs
+	// them there), but never in clear text when the upstream itself is https.
+	if u, p, ok := c.creds(); ok && !(ru.Scheme == "http" && c.base.Scheme == "https") {
 		req.SetBasicAuth(u, p)
 	}
 	resp, err := c.http.Do(req)
@@ -255,7 +257,7 @@ func (c *Client) authorize(ctx context.Context, header, repo string) error {
 		AccessToken string `json:"access_token"`
 		ExpiresIn   int    `json:"expires_in"`
 	}
-	if err := json.Unmarshal(b, &tr); err != nil {
+	if err := upstream.CheckJSONDepth(b, upstream.MaxJSONDepth); err != nil || json.Unmarshal(b, &tr) != nil {
 		return &upstream.Error{Method: "GET", URL: ru.String(), Status: http.StatusBadGateway, Message: "token server sent no JSON"}
 	}
 	tok := tr.Token
@@ -366,6 +368,9 @@ func (c *Client) Manifest(ctx context.Context, repo, ref string) (ocispec.Descri
 			return ocispec.Descriptor{}, nil, fmt.Errorf("manifest %s:%s: %w", repo, ref, err)
 		}
 		return ocispec.Descriptor{}, nil, &upstream.Error{Method: "GET", URL: resp.Request.URL.String(), Err: err}
+	}
+	if err := upstream.CheckJSONDepth(b, upstream.MaxJSONDepth); err != nil {
+		return ocispec.Descriptor{}, nil, fmt.Errorf("manifest %s:%s: %w", repo, ref, err)
 	}
 	mt := MediaTypeOf(b, resp.Header.Get("Content-Type"))
 	alg := digest.SHA256
@@ -479,7 +484,7 @@ func (c *Client) Tags(ctx context.Context, repo, rawQuery string) ([]string, str
 	var tl struct {
 		Tags []string `json:"tags"`
 	}
-	if err := json.Unmarshal(b, &tl); err != nil {
+	if err := upstream.CheckJSONDepth(b, upstream.MaxJSONDepth); err != nil || json.Unmarshal(b, &tl) != nil {
 		return nil, "", &upstream.Error{Method: "GET", URL: u, Status: http.StatusBadGateway, Message: "tags/list: not JSON"}
 	}
 	next := ""
@@ -512,7 +517,7 @@ func (c *Client) Referrers(ctx context.Context, repo string, dgst digest.Digest,
 		return ocispec.Index{}, &upstream.Error{Method: "GET", URL: u, Err: err}
 	}
 	var idx ocispec.Index
-	if err := json.Unmarshal(b, &idx); err != nil {
+	if err := upstream.CheckJSONDepth(b, upstream.MaxJSONDepth); err != nil || json.Unmarshal(b, &idx) != nil {
 		return ocispec.Index{}, &upstream.Error{Method: "GET", URL: u, Status: http.StatusBadGateway, Message: "referrers: not an index"}
 	}
 	return idx, nil
@@ -545,6 +550,7 @@ func baseMediaType(ct string) string {
 // MediaTypeOf returns a manifest's media type: the body's own mediaType
 // field when it has one, else a manifest media type from Content-Type, else
 // one guessed from the document's shape (registries that serve text/plain).
+// A body nested deeper than upstream.MaxJSONDepth is not parsed.
 func MediaTypeOf(body []byte, contentType string) string {
 	var probe struct {
 		SchemaVersion int                 `json:"schemaVersion"`
@@ -555,7 +561,9 @@ func MediaTypeOf(body []byte, contentType string) string {
 		Signatures    json.RawMessage     `json:"signatures"`
 		Config        *ocispec.Descriptor `json:"config"`
 	}
-	_ = json.Unmarshal(body, &probe)
+	if upstream.CheckJSONDepth(body, upstream.MaxJSONDepth) == nil {
+		_ = json.Unmarshal(body, &probe)
+	}
 	if probe.MediaType != "" {
 		return probe.MediaType
 	}

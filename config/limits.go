@@ -1,0 +1,81 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Defaults of the hostile-input limits.
+const (
+	DefaultMaxFillsPerClient = 32
+	DefaultRequestTimeout    = 5 * time.Minute
+)
+
+// FillsPerClient returns max_fills_per_client (0: no cap).
+func (c *Config) FillsPerClient() int {
+	if c.MaxFillsPerClient == nil {
+		return DefaultMaxFillsPerClient
+	}
+	return *c.MaxFillsPerClient
+}
+
+// WholeRequestTimeout returns request_timeout, or its default.
+func (c *Config) WholeRequestTimeout() time.Duration {
+	if c.RequestTimeout == 0 {
+		return DefaultRequestTimeout
+	}
+	return time.Duration(c.RequestTimeout)
+}
+
+// UpstreamURLs returns every upstream's URL (their hosts are trusted by the
+// SSRF guard on any port).
+func (c *Config) UpstreamURLs() []string {
+	out := make([]string, 0, len(c.Upstreams))
+	for _, u := range c.Upstreams {
+		out = append(out, u.URL)
+	}
+	return out
+}
+
+func (c *Config) validateLimits() error {
+	if c.MaxFillsPerClient != nil && *c.MaxFillsPerClient < 0 {
+		return fmt.Errorf("max_fills_per_client: %d is negative (0 turns the cap off)", *c.MaxFillsPerClient)
+	}
+	for i, a := range c.AllowPrivateHosts {
+		if !validAllowEntry(a) {
+			return fmt.Errorf("allow_private_hosts[%d]: %q is not a CIDR, an IP address, a host name or *.domain (no scheme, no port)", i, a)
+		}
+	}
+	return nil
+}
+
+// validAllowEntry mirrors upstream.ParseAllowEntry (config cannot import
+// upstream): a CIDR, an IP, a host name or *.domain.
+func validAllowEntry(s string) bool {
+	s = strings.TrimSpace(s)
+	if _, err := netip.ParsePrefix(s); err == nil {
+		return true
+	}
+	if ip, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil && ip.Zone() == "" {
+		return true
+	}
+	s = strings.TrimPrefix(s, "*.")
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			ch := label[i]
+			if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
