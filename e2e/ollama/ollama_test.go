@@ -249,3 +249,61 @@ func TestOllamaPullThroughClowder(t *testing.T) {
 	}
 	e.checkBlobs(distinct(small, large))
 }
+
+// With client authentication on, the real ollama client gets in the way
+// ollama.com lets it in: its token request is signed with its ed25519 key
+// (~/.ollama/id_ed25519.pub, listed in auth.ollama_keys); its ranged parts
+// go to the presigned Location.
+func TestOllamaPullWithKeyAuth(t *testing.T) {
+	bin := need(t, "OLLAMA")
+	clowder := need(t, "CLOWDER_BIN")
+	o := testutil.NewOllamaRegistry(t)
+	m := testutil.NewOllamaModel(28 << 20) // 112 MiB: ranged parts
+	o.Add("library/m:1", m)
+	dir := t.TempDir()
+
+	// ollama serve makes its key pair on first start.
+	oaddr := freeAddr(t)
+	home := filepath.Join(dir, "home")
+	os.MkdirAll(home, 0o755)
+	ev := []string{"HOME=" + home, "OLLAMA_MODELS=" + filepath.Join(dir, "models"), "OLLAMA_HOST=" + oaddr, "OLLAMA_NOPRUNE=1"}
+	start(t, bin, ev, "http://"+oaddr+"/", "serve")
+	pub, err := os.ReadFile(filepath.Join(home, ".ollama", "id_ed25519.pub"))
+	if err != nil {
+		t.Fatalf("ollama's public key: %v", err)
+	}
+	caddr := freeAddr(t)
+	cfg := filepath.Join(dir, "clowder.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: %s
+root: %s
+auth:
+  ollama_keys:
+    - {user: alice, key: '%s'}
+  rules:
+    - {names: ["registry.ollama.ai/*"], users: [alice], actions: [pull]}
+upstreams:
+  - {name: registry.ollama.ai, type: ollama, url: '%s'}
+`, caddr, filepath.Join(dir, "cache"), strings.TrimSpace(string(pub)), o.Server.URL)), 0o644)
+	c := start(t, clowder, nil, "http://"+caddr+"/healthz", "serve", "--config", cfg)
+	e := &env{t: t, ollama: bin, ollamaEv: ev, models: filepath.Join(dir, "models"), clowder: caddr, clog: c.log}
+
+	ref := caddr + "/library/m:1"
+	out, err := e.ollamaCmd("pull", "--insecure", ref)
+	if err != nil || !strings.Contains(out, "success") {
+		t.Fatalf("ollama pull %s with key auth = %v\n%s\nclowder log:\n%s", ref, err, out, lastLines(c.log.String(), 30))
+	}
+	e.checkBlobs(len(m.Blobs))
+	log := c.log.String()
+	if !strings.Contains(log, `"path":"/token"`) || !strings.Contains(log, `"status":401`) {
+		t.Errorf("clowder log shows no 401 challenge and token request:\n%s", lastLines(log, 30))
+	}
+
+	// Another key is refused.
+	resp, err := http.Get("http://" + caddr + "/v2/registry.ollama.ai/library/m/manifests/1")
+	if err != nil || resp.StatusCode != 401 {
+		t.Errorf("anonymous manifest = %v %v, want 401", resp, err)
+	}
+	if resp != nil {
+		resp.Body.Close()
+	}
+}
