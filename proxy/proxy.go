@@ -60,6 +60,10 @@ type Options struct {
 	// this keeps far ones flowing on slow links (ollama retries a part
 	// that gets no byte for 30 s).
 	FarWait time.Duration
+	// MarkPrivate probes, for each name fetched with the proxy's own
+	// upstream credentials, whether the upstream gives it anonymously, and
+	// marks it private when not (client authentication on).
+	MarkPrivate bool
 	// Now returns the time (tests).
 	Now func() time.Time
 	// MaxFillsPerClient bounds the running fills one client (WithClient)
@@ -85,6 +89,7 @@ type Proxy struct {
 	mu        sync.Mutex
 	confirmed map[string]time.Time
 	hf        *HF
+	priv      *privIndex
 	used      map[string]time.Time // names served since the last TakeUsed
 	fills     map[string]int       // running fills per client (MaxFillsPerClient)
 }
@@ -368,7 +373,7 @@ func (p *Proxy) revalidate(ctx context.Context, rt upstream.Route, tag, name str
 	if p.held(ctx, desc.Digest) {
 		m, err := p.cachedManifest(ctx, desc.Digest, desc.MediaType)
 		if err == nil {
-			if err := p.tag(ctx, name, rt, m.Desc); err != nil {
+			if err := p.tag(ctx, name, rt, m.Desc, p.privateAnnotation(ctx, rt, tag)); err != nil {
 				return Manifest{}, err
 			}
 			return m, nil
@@ -432,15 +437,21 @@ func (p *Proxy) storeManifest(ctx context.Context, name string, rt upstream.Rout
 	if _, err := cas.Ingest(ctx, p.store, ocispec.Descriptor{Digest: desc.Digest, Size: int64(len(body))}, strings.NewReader(string(body))); err != nil {
 		return err
 	}
-	return p.tag(ctx, name, rt, desc)
+	ref := name[len(rt.Name)+1:]
+	return p.tag(ctx, name, rt, desc, p.privateAnnotation(ctx, rt, ref))
 }
 
-func (p *Proxy) tag(ctx context.Context, name string, rt upstream.Route, desc ocispec.Descriptor) error {
+func (p *Proxy) tag(ctx context.Context, name string, rt upstream.Route, desc ocispec.Descriptor, extra ...map[string]string) error {
 	now := p.opts.Now()
 	d := ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size, Annotations: map[string]string{
 		cas.AnnotationUpstream:  rt.Upstream.Name,
 		cas.AnnotationConfirmed: now.UTC().Format(time.RFC3339Nano),
 	}}
+	for _, e := range extra {
+		for k, v := range e {
+			d.Annotations[k] = v
+		}
+	}
 	if err := p.store.Tag(ctx, name, d); err != nil {
 		return err
 	}

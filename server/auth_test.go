@@ -27,6 +27,7 @@ import (
 	"github.com/clowder-dev/clowder/config"
 	"github.com/clowder-dev/clowder/hosted"
 	"github.com/clowder-dev/clowder/internal/testutil"
+	"github.com/clowder-dev/clowder/proxy"
 	"github.com/clowder-dev/clowder/server"
 )
 
@@ -38,7 +39,9 @@ type authEnv struct {
 }
 
 func newAuthEnv(t *testing.T, anonymous bool, ups ...upSpec) *authEnv {
-	e := newEnv(t, ups...)
+	// As in production with auth on: names fetched with the proxy's
+	// credentials are checked for public access and marked private.
+	e := newEnvWith(t, proxy.Options{RevalidateTimeout: 2 * time.Second, UpstreamTimeout: 10 * time.Second, MarkPrivate: true}, ups...)
 	hash, _ := bcrypt.GenerateFromPassword([]byte("alice-pw"), bcrypt.MinCost)
 	bobHash, _ := bcrypt.GenerateFromPassword([]byte("bob-pw"), bcrypt.MinCost)
 	users, err := server.ParseHtpasswd([]byte("alice:" + string(hash) + "\nbob:" + string(bobHash) + "\n"))
@@ -60,7 +63,7 @@ func newAuthEnv(t *testing.T, anonymous bool, ups ...upSpec) *authEnv {
 		Rules: []config.AuthRule{
 			{Names: []string{"local/team/*"}, Groups: []string{"ml"}, Actions: []string{"pull", "push", "delete"}},
 			{Names: []string{"local/*"}, Users: []string{"*"}, Actions: []string{"pull"}},
-			{Names: []string{"up/*", "huggingface.co/*"}, Users: []string{"*", "anonymous"}, Actions: []string{"pull"}},
+			{Names: []string{"up/*", "huggingface.co/*", "corp/*", "pub/*"}, Users: []string{"*", "anonymous"}, Actions: []string{"pull"}},
 			{Names: []string{"registry.ollama.ai/*"}, Groups: []string{"ml"}, Actions: []string{"pull"}},
 		},
 	})
@@ -242,5 +245,53 @@ func TestGatedFileNotServedToAnonymous(t *testing.T) {
 	resp = e.do("GET", path, "Authorization", "Bearer "+f.hub.Token)
 	if body(t, resp); resp.StatusCode != 200 {
 		t.Errorf("gated file with the token, warm = %d", resp.StatusCode)
+	}
+}
+
+// Content fetched with the proxy's own upstream credentials that the
+// upstream does not give anonymously is private: only authenticated
+// clients the rules let in get it, and its digests are not handed out
+// through another repository's route that does not have them.
+func TestPrivateUpstreamContent(t *testing.T) {
+	priv := testutil.NewRegistry(t, testutil.RegistryOptions{Auth: true, Username: "proxy", Password: "proxy-pw"})
+	img := testutil.PushImage(t, priv.DirectHost, "secret/img", "1", 1, 2048)
+	layers, _ := img.Layers()
+	layer, _ := layers[0].Digest()
+	pub := testutil.NewRegistry(t, testutil.RegistryOptions{})
+	testutil.PushImage(t, pub.DirectHost, "open/img", "1", 1, 512)
+	a := newAuthEnv(t, true, // anonymous clients allowed to pull corp/* and pub/* by the rules
+		upSpec{name: "corp", url: "http://" + priv.Host, user: "proxy", pass: "proxy-pw", ttl: time.Hour},
+		upSpec{name: "pub", url: "http://" + pub.Host, ttl: time.Hour})
+	aliceAuth := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:alice-pw"))
+
+	// alice fetches it (through the proxy's credentials): marked private.
+	resp, b := a.req("GET", "/v2/corp/secret/img/manifests/1", "Authorization", aliceAuth)
+	if resp.StatusCode != 200 {
+		t.Fatalf("alice: manifest = %d %s", resp.StatusCode, b)
+	}
+	if d := a.names()["corp/secret/img:1"]; d.Annotations["dev.clowder.private"] != "true" {
+		t.Fatalf("corp/secret/img:1 not marked private: %v", d.Annotations)
+	}
+	if resp, _ := a.req("GET", "/v2/corp/secret/img/blobs/"+layer.String(), "Authorization", aliceAuth); resp.StatusCode != 200 {
+		t.Fatalf("alice: layer = %d", resp.StatusCode)
+	}
+	// Anonymous clients may pull corp/* by the rules, but not private content.
+	for _, p := range []string{"/v2/corp/secret/img/manifests/1", "/v2/corp/secret/img/blobs/" + layer.String()} {
+		resp, b := a.req("GET", p)
+		if resp.StatusCode != 401 || len(b) > 1000 || strings.Contains(string(b), "schemaVersion") {
+			t.Errorf("anonymous GET %s = %d (%d bytes), want 401 and no content", p, resp.StatusCode, len(b))
+		}
+	}
+	// The private layer's digest through a public repository that lacks it.
+	resp, b = a.req("GET", "/v2/pub/open/img/blobs/"+layer.String())
+	if resp.StatusCode != 404 || ociCode(t, b) != "BLOB_UNKNOWN" {
+		t.Errorf("private layer via pub/open/img = %d %s, want 404 BLOB_UNKNOWN", resp.StatusCode, b)
+	}
+	// Public content is not marked.
+	if resp, _ := a.req("GET", "/v2/pub/open/img/manifests/1"); resp.StatusCode != 200 {
+		t.Errorf("anonymous public manifest = %d", resp.StatusCode)
+	}
+	if d := a.names()["pub/open/img:1"]; d.Annotations["dev.clowder.private"] != "" {
+		t.Errorf("public content marked private")
 	}
 }

@@ -372,6 +372,12 @@ func TestDedupAcrossProtocols(t *testing.T) {
 			t.Fatalf("GET %s = %d", p, resp.StatusCode)
 		}
 	}
+	gguf := filepath.Join(e.root, "blobs/sha256", digest.FromBytes(f.gguf).Encoded())
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(gguf); err == nil {
+			break // the commit follows the verified last byte
+		}
+	}
 	n := 0
 	for _, file := range e.blobFiles() {
 		if filepath.Base(file) == digest.FromBytes(f.gguf).Encoded() {

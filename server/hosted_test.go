@@ -487,6 +487,9 @@ func TestHostedMountRules(t *testing.T) {
 	if r, b := e.req("GET", "/v2/library/app/blobs/"+cached.String(), nil); r.StatusCode != http.StatusOK {
 		t.Fatalf("pull through: %d %s", r.StatusCode, b)
 	}
+	for deadline := time.Now().Add(3 * time.Second); !e.held(cached) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond) // the commit follows the verified last byte
+	}
 	if !e.held(cached) {
 		t.Fatal("cached blob not held")
 	}

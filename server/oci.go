@@ -72,6 +72,15 @@ func (s *Server) handleOCI(w http.ResponseWriter, r *http.Request) {
 	if !s.authorize(w, r, "pull", rt.Name, name) {
 		return
 	}
+	if s.opts.Auth != nil && s.proxy.PrivateRepo(r.Context(), rt.Name) {
+		// Fetched with the proxy's own upstream credentials: only for
+		// clients Clowder's rules let in. (With client authentication off,
+		// everyone who reaches the port is trusted alike.)
+		if id := identityOf(r); id == nil || id.Anonymous {
+			s.challenge(w, r, "repository:"+name+":pull", errorf(http.StatusUnauthorized, CodeUnauthorized, rt.Name+" is private upstream: authenticate to Clowder"))
+			return
+		}
+	}
 	if h := s.hfFront(); h != nil && rt.Upstream.Type == "huggingface" {
 		// Private and gated repos through the OCI view: Clowder users the
 		// rules let in only (an OCI client brings no hub token).
@@ -126,6 +135,12 @@ func cacheState(hit, stale bool) string {
 }
 
 func (s *Server) handleManifest(w http.ResponseWriter, r *http.Request, rt upstream.Route, ref string) {
+	if s.opts.Auth != nil && proxy.IsDigest(ref) {
+		if err := s.proxy.CheckDigestRoute(r.Context(), rt, digest.Digest(ref), true); err != nil {
+			writeError(w, r, err)
+			return
+		}
+	}
 	m, err := s.proxy.GetManifest(r.Context(), rt, ref)
 	if err != nil {
 		writeError(w, r, err)
@@ -145,6 +160,12 @@ func (s *Server) handleManifest(w http.ResponseWriter, r *http.Request, rt upstr
 
 func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request, rt upstream.Route, ref string) {
 	d := digest.Digest(ref)
+	if s.opts.Auth != nil {
+		if err := s.proxy.CheckDigestRoute(r.Context(), rt, d, false); err != nil {
+			writeError(w, r, err)
+			return
+		}
+	}
 	b, err := s.proxy.GetBlob(r.Context(), rt, d)
 	if err != nil {
 		writeError(w, r, err)

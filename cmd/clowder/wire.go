@@ -131,6 +131,7 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	p := proxy.New(store, filler, router, proxy.Options{
 		RevalidateTimeout: time.Duration(cfg.RevalidateTimeout),
 		UpstreamTimeout:   time.Duration(cfg.UpstreamTimeout),
+		MarkPrivate:       cfg.Auth.Enabled(),
 		MaxFillsPerClient: cfg.FillsPerClient(),
 		RequestTimeout:    cfg.WholeRequestTimeout(),
 	})

@@ -71,6 +71,7 @@ type Client struct {
 	tokens map[tokenKey]token  // by (realm, service, scope)
 	byRepo map[string]tokenKey // last key that worked for a repo
 	basic  map[string]bool     // repos that answered a Basic challenge
+	public map[string]publicEntry
 }
 
 type tokenKey struct{ realm, service, scope string }
@@ -590,4 +591,58 @@ func MediaTypeOf(body []byte, contentType string) string {
 		return ct
 	}
 	return ocispec.MediaTypeImageManifest
+}
+
+// Anonymous returns a client for the same registry without credentials
+// (its own token cache), to learn whether content is public.
+func (c *Client) Anonymous() *Client {
+	opts := c.opts
+	opts.Credentials = nil
+	a, _ := New(c.base.String(), opts)
+	return a
+}
+
+// PublicAccess reports whether repo:ref can be read without the proxy's
+// credentials. With no credentials configured everything fetched is public.
+// The answer is cached per repository for ten minutes.
+func (c *Client) PublicAccess(ctx context.Context, repo, ref string) bool {
+	if _, _, ok := c.creds(); !ok {
+		return true
+	}
+	c.mu.Lock()
+	if c.public == nil {
+		c.public = map[string]publicEntry{}
+	}
+	e, ok := c.public[repo]
+	c.mu.Unlock()
+	if ok && time.Since(e.at) < 10*time.Minute {
+		return e.public
+	}
+	_, err := c.Anonymous().Resolve(ctx, repo, ref)
+	pub := err == nil
+	c.mu.Lock()
+	c.public[repo] = publicEntry{public: pub, at: time.Now()}
+	c.mu.Unlock()
+	return pub
+}
+
+type publicEntry struct {
+	public bool
+	at     time.Time
+}
+
+// BlobExists asks the upstream (HEAD) whether repo holds blob d.
+func (c *Client) BlobExists(ctx context.Context, repo string, d digest.Digest) error {
+	resp, err := c.Do(ctx, http.MethodHead, c.url(repo, "blobs", d.String()), repo, nil)
+	if err != nil {
+		return err
+	}
+	drain(resp)
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return nil // a redirect to the object store: it exists
+	}
+	if resp.StatusCode != http.StatusOK {
+		return errorFrom(resp)
+	}
+	return nil
 }
