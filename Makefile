@@ -4,6 +4,7 @@
 #   make test       everything CI runs: vet, gofmt, unit + race, real-client e2e, OCI conformance
 #   make bench      benchmarks against nginx and the CNCF distribution registry
 #   make test-long  the large field cases (GiB blobs, slow upstreams)
+#   make fuzz       every fuzz target for 30 s (FUZZTIME=5m for longer)
 
 SHELL   := /bin/bash
 GO      ?= go
@@ -14,7 +15,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 include tools.mk
 include conformance.mk
 
-.PHONY: all build run test unit lint e2e bench test-long clean fuzz
+.PHONY: all build run test unit lint e2e bench test-long clean fuzz fuzz-short
 
 all: build
 
@@ -37,7 +38,16 @@ unit:
 e2e: tools build
 	CLOWDER_E2E=1 CLOWDER_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 15m -v ./e2e/... 2>&1 | tee .e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; test $${PIPESTATUS[0]} -eq 0
 
-test: lint unit e2e conformance
+test: lint unit fuzz-short e2e conformance
+
+# Every fuzz target (hack/fuzz.sh): 2 s each in make test (~50 s for all),
+# 30 s each in make fuzz; FUZZTIME=5m make fuzz for a longer run.
+FUZZTIME ?= 30s
+fuzz:
+	GO=$(GO) ./hack/fuzz.sh $(FUZZTIME)
+
+fuzz-short:
+	GO=$(GO) ./hack/fuzz.sh 2s
 
 test-long:
 	CLOWDER_LONG=1 $(GO) test -count=1 -timeout 60m -run 'Long' -v ./...

@@ -50,8 +50,11 @@ func repoAt(segs []string, keywords ...string) (id string, kw string, rest []str
 	return "", "", nil, false
 }
 
+// validRepoID accepts "name" or "org/name" of letters, digits, '-', '_'
+// and '.'. An id of more segments (a %2F inside one) would put other hub
+// endpoints under the repo's path.
 func validRepoID(id string) bool {
-	if id == "" || len(id) > 200 {
+	if id == "" || len(id) > 200 || strings.Count(id, "/") > 1 {
 		return false
 	}
 	for _, s := range strings.Split(id, "/") {

@@ -105,14 +105,18 @@ func checkout(ctx context.Context, a *app, name, dir string, out io.Writer) erro
 	if err != nil {
 		return err
 	}
+	// Every title is checked before anything is created: a hostile
+	// manifest gets no file at all, not the ones before its bad title.
+	for _, l := range m.Layers {
+		if title := l.Annotations[ocispec.AnnotationTitle]; title != "" && !safeRel(title) {
+			return fmt.Errorf("%s: file name %q would leave %s", name, title, dir)
+		}
+	}
 	n := 0
 	for _, l := range m.Layers {
 		title := l.Annotations[ocispec.AnnotationTitle]
 		if title == "" {
 			continue
-		}
-		if !safeRel(title) {
-			return fmt.Errorf("%s: file name %q would leave %s", name, title, dir)
 		}
 		p, err := a.store.BlobPath(l.Digest)
 		if err != nil {
