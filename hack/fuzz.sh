@@ -21,10 +21,15 @@ targets=$("$GO" list -f '{{.ImportPath}} {{.Dir}}' "${pkgs[@]}" | while read -r 
 	done
 done)
 [ -n "$targets" ] || { echo "fuzz: no targets"; exit 1; }
+# A bare "context deadline exceeded" at the end of -fuzztime, with no
+# failing input written, is Go's own coordinator race (go.dev/issue/75804,
+# fixed in Go 1.27), not a finding: it counts as a pass.
 # shellcheck disable=SC2016
 echo "$targets" | xargs -P "$jobs" -L 1 bash -c '
 	if out=$("$GO" test -run "^\$" -fuzz "^$1\$" -fuzztime "$FUZZTIME" -parallel 1 "$0" 2>&1); then
 		printf "ok    %-50s %s\n" "$0" "$1"
+	elif grep -q "context deadline exceeded" <<<"$out" && ! grep -q "Failing input written to" <<<"$out"; then
+		printf "ok    %-50s %s (go.dev/issue/75804 deadline race at the end, no failing input)\n" "$0" "$1"
 	else
 		printf "%s\nFAIL  %s %s (the failing input is under %s/testdata/fuzz/%s/)\n" "$out" "$0" "$1" "$2" "$1"
 		exit 255
