@@ -222,8 +222,11 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 			}
 			ev = ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", status).
 				Int64("bytes", sw.bytes).Dur("duration", time.Since(start)).Str("remote", r.RemoteAddr)
-			if r.URL.RawQuery != "" {
-				ev = ev.Str("query", r.URL.RawQuery)
+			if q := r.URL.RawQuery; q != "" {
+				if strings.Contains(q, "clowder-sig=") {
+					q = "(presigned; redacted)" // the signature is a credential
+				}
+				ev = ev.Str("query", q)
 			}
 			if ri.cache != "" {
 				ev = ev.Str("cache", ri.cache)
