@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -436,9 +438,11 @@ type fillReader struct {
 	closed bool
 }
 
-func (r *fillReader) Read(p []byte) (int, error) {
+// span waits until bytes at r.pos are on disk and returns how many can be
+// read there (at most max); 0 with io.EOF at the end.
+func (r *fillReader) span(max int64) (int64, ReaderAtCloser, error) {
 	if r.end >= 0 && r.pos >= r.end {
-		return 0, io.EOF
+		return 0, nil, io.EOF
 	}
 	for {
 		fl := r.fl
@@ -448,7 +452,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		verified := fl.verified
 		fl.mu.Unlock()
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		// A reader of the blob's end gets the last byte only once the blob
 		// is verified: a client that trusts Content-Length must never see
@@ -457,30 +461,89 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			avail = size - 1
 		}
 		if r.pos < avail {
-			m := avail - r.pos
+			m := min(avail-r.pos, max)
 			if r.end >= 0 {
 				m = min(m, r.end-r.pos)
 			}
-			if int64(len(p)) > m {
-				p = p[:m]
-			}
-			k, rerr := ra.ReadAt(p, r.pos)
-			r.pos += int64(k)
-			if rerr == io.EOF && k > 0 {
-				rerr = nil
-			}
-			return k, rerr
+			return m, ra, nil
 		}
 		if ended || (verified && r.pos >= size) {
 			if r.end >= 0 && r.pos < r.end {
-				return 0, io.ErrUnexpectedEOF
+				return 0, nil, io.ErrUnexpectedEOF
 			}
-			return 0, io.EOF
+			return 0, nil, io.EOF
 		}
 		select {
 		case <-ch:
 		case <-r.ctx.Done():
-			return 0, r.ctx.Err()
+			return 0, nil, r.ctx.Err()
+		}
+	}
+}
+
+func (r *fillReader) Read(p []byte) (int, error) {
+	m, ra, err := r.span(int64(len(p)))
+	if err != nil {
+		return 0, err
+	}
+	k, rerr := ra.ReadAt(p[:m], r.pos)
+	r.pos += int64(k)
+	if rerr == io.EOF && k > 0 {
+		rerr = nil
+	}
+	return k, rerr
+}
+
+// WriteTo sends the bytes as they land, each span with sendfile from a
+// file description of its own (the ingest file, reopened through
+// /proc/self/fd so its offset is this reader's), flushing after each span
+// when w can. It falls back to Read where that is not possible.
+func (r *fillReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	var own *os.File
+	defer func() {
+		if own != nil {
+			own.Close()
+		}
+	}()
+	flush, _ := w.(interface{ Flush() })
+	buf := []byte(nil)
+	for {
+		m, ra, err := r.span(1 << 30)
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		if own == nil {
+			if f, ok := ra.(*os.File); ok {
+				own, _ = os.Open("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+			}
+		}
+		var k int64
+		if own != nil {
+			if _, err = own.Seek(r.pos, io.SeekStart); err == nil {
+				k, err = io.CopyN(w, own, m)
+			}
+		} else {
+			if buf == nil {
+				buf = make([]byte, 1<<20)
+			}
+			var n int
+			n, err = ra.ReadAt(buf[:min(m, int64(len(buf)))], r.pos)
+			if n > 0 {
+				n, err = w.Write(buf[:n])
+			}
+			k = int64(n)
+		}
+		r.pos += k
+		total += k
+		if flush != nil {
+			flush.Flush()
+		}
+		if err != nil && err != io.EOF {
+			return total, err
 		}
 	}
 }

@@ -267,6 +267,11 @@ func copyCached(w io.Writer, r io.Reader) error {
 // copyFollowing sends bytes of a blob being filled, flushing each chunk so
 // every client's first byte leaves as soon as it is on disk.
 func copyFollowing(w http.ResponseWriter, r io.Reader) error {
+	if wt, ok := r.(io.WriterTo); ok {
+		// The fill reader sends each span with sendfile and flushes.
+		_, err := wt.WriteTo(w)
+		return err
+	}
 	buf := make([]byte, 1<<20)
 	rc := http.NewResponseController(w)
 	for {
