@@ -156,3 +156,18 @@ func ReadCapped(r io.Reader, limit int64) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// LinkNext returns the rel="next" URL of a Link header (RFC 8288), as
+// registries (tags/list) and the Hugging Face Hub (tree) paginate.
+func LinkNext(h string) string {
+	for _, part := range strings.Split(h, ",") {
+		part = strings.TrimSpace(part)
+		if !strings.Contains(part, `rel="next"`) && !strings.Contains(part, "rel=next") {
+			continue
+		}
+		if i, j := strings.IndexByte(part, '<'), strings.IndexByte(part, '>'); i >= 0 && j > i {
+			return part[i+1 : j]
+		}
+	}
+	return ""
+}

@@ -399,18 +399,7 @@ func escapePath(p string) string {
 }
 
 // LinkNext returns the rel="next" URL of a Link header.
-func LinkNext(h string) string {
-	for _, part := range strings.Split(h, ",") {
-		part = strings.TrimSpace(part)
-		if !strings.Contains(part, `rel="next"`) && !strings.Contains(part, "rel=next") {
-			continue
-		}
-		if i, j := strings.IndexByte(part, '<'), strings.IndexByte(part, '>'); i >= 0 && j > i {
-			return part[i+1 : j]
-		}
-	}
-	return ""
-}
+func LinkNext(h string) string { return upstream.LinkNext(h) }
 
 // StripXet removes Xet fields (xetHash, xetEnabled, ...) from hub JSON at
 // any depth, so clients stay on /resolve through the proxy.

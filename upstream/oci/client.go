@@ -524,18 +524,7 @@ func (c *Client) Referrers(ctx context.Context, repo string, dgst digest.Digest,
 	return idx, nil
 }
 
-func linkNext(h string) string {
-	for _, part := range strings.Split(h, ",") {
-		part = strings.TrimSpace(part)
-		if !strings.Contains(part, `rel="next"`) && !strings.Contains(part, "rel=next") {
-			continue
-		}
-		if i, j := strings.IndexByte(part, '<'), strings.IndexByte(part, '>'); i >= 0 && j > i {
-			return part[i+1 : j]
-		}
-	}
-	return ""
-}
+func linkNext(h string) string { return upstream.LinkNext(h) }
 
 func baseMediaType(ct string) string {
 	if ct == "" {
