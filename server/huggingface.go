@@ -193,22 +193,11 @@ func (s *Server) handleHFTree(w http.ResponseWriter, r *http.Request, h *proxy.H
 		writeRawJSON(w, r, b)
 		return
 	}
-	var he *hf.Error
-	if errors.As(err, &he) && he.Up.Status < 500 && he.Up.Status != 429 {
-		writeHFErr(w, r, err)
-		return
-	}
 	// The hub is unreachable: list the cached view of the revision.
-	v, verr := h.Resolve(r.Context(), repo, rev, auth)
-	if verr != nil {
-		writeHFErr(w, r, err)
+	v, ok := s.hfFallbackView(w, r, h, repo, rev, auth, err)
+	if !ok {
 		return
 	}
-	if v.Private && !s.hfMayRead(r, h, v, "") {
-		writeHFErr(w, r, err)
-		return
-	}
-	info(r).cache = "stale"
 	out, _ := json.Marshal(proxy.TreeFromView(v, dir, r.URL.Query().Get("recursive") == "true" || r.URL.Query().Get("recursive") == "1"))
 	writeRawJSON(w, r, out)
 }
@@ -229,14 +218,8 @@ func (s *Server) handleHFPathsInfo(w http.ResponseWriter, r *http.Request, h *pr
 			return
 		}
 	}
-	var he *hf.Error
-	if errors.As(err, &he) && he.Up.Status < 500 && he.Up.Status != 429 {
-		writeHFErr(w, r, err)
-		return
-	}
-	v, verr := h.Resolve(r.Context(), repo, rev, auth)
-	if verr != nil {
-		writeHFErr(w, r, err)
+	v, ok := s.hfFallbackView(w, r, h, repo, rev, auth, err)
+	if !ok {
 		return
 	}
 	var paths []string
@@ -257,13 +240,26 @@ func (s *Server) handleHFPathsInfo(w http.ResponseWriter, r *http.Request, h *pr
 		}
 		paths = q["paths"]
 	}
-	if v.Private && !s.hfMayRead(r, h, v, "") {
-		writeHFErr(w, r, err)
-		return
-	}
-	info(r).cache = "stale"
 	out, _ := json.Marshal(proxy.PathsInfoFromView(v, paths))
 	writeRawJSON(w, r, out)
+}
+
+// hfFallbackView handles a failed hub listing (err): the hub's own verdict
+// is relayed; when the hub cannot answer, the revision's cached view is
+// returned (to clients that may read it) to answer from.
+func (s *Server) hfFallbackView(w http.ResponseWriter, r *http.Request, h *proxy.HF, repo hf.RepoRef, rev, auth string, err error) (*proxy.HFView, bool) {
+	var he *hf.Error
+	if errors.As(err, &he) && he.Up.Status < 500 && he.Up.Status != 429 {
+		writeHFErr(w, r, err)
+		return nil, false
+	}
+	v, verr := h.Resolve(r.Context(), repo, rev, auth)
+	if verr != nil || (v.Private && !s.hfMayRead(r, h, v, "")) {
+		writeHFErr(w, r, err)
+		return nil, false
+	}
+	info(r).cache = "stale"
+	return v, true
 }
 
 // publicBase is the URL clients reach this listener at.
