@@ -5,7 +5,8 @@
 # `make tools` takes seconds.
 #
 #   make tools            install/verify all of them
-#   make tool-crane       just one (crane, oras, regctl, registry, skopeo, containerd)
+#   make tool-crane       just one (crane, oras, regctl, registry, skopeo, containerd,
+#                         ollama, hfjs, seaweedfs; seaweedfs is not part of `make tools` yet)
 #   make tools-env        print `export NAME=path` lines: eval "$$(make -s tools-env)"
 #   make tools-versions   print what is installed
 #   make tools-smoke      prove every client works against a loopback registry
@@ -24,6 +25,8 @@ REGCTL_VERSION   ?= v0.11.7
 REGISTRY_VERSION ?= v3.1.2
 OLLAMA_VERSION   ?= v0.32.15
 HFJS_VERSION     ?= 2.17.5
+# SeaweedFS has no usable tags for Go builds: a pseudo-version (commit 7506e5f91cd6).
+SEAWEEDFS_VERSION ?= v0.0.0-20261109003541-7506e5f91cd6
 
 CRANE      := $(TOOLS_BIN)/crane
 ORAS       := $(TOOLS_BIN)/oras
@@ -34,17 +37,19 @@ HFJS_DIR   := $(TOOLS_BIN)/hfjs
 SKOPEO     := $(TOOLS_BIN)/skopeo
 CTR        := $(TOOLS_BIN)/ctr
 CONTAINERD := $(TOOLS_BIN)/containerd
+WEED       := $(TOOLS_BIN)/weed
 
-TOOLS_VARS := TOOLS_DIR TOOLS_BIN CRANE ORAS REGCTL REGISTRY SKOPEO CTR CONTAINERD OLLAMA HFJS_DIR
+TOOLS_VARS := TOOLS_DIR TOOLS_BIN CRANE ORAS REGCTL REGISTRY SKOPEO CTR CONTAINERD OLLAMA HFJS_DIR WEED
 
 # Recipes and tests run by make see the paths in their environment.
-export TOOLS_DIR TOOLS_BIN CRANE ORAS REGCTL REGISTRY SKOPEO CTR CONTAINERD OLLAMA HFJS_DIR
+export TOOLS_DIR TOOLS_BIN CRANE ORAS REGCTL REGISTRY SKOPEO CTR CONTAINERD OLLAMA HFJS_DIR WEED
 
 TOOLS_INSTALL = TOOLS_DIR='$(TOOLS_DIR)' CRANE_VERSION='$(CRANE_VERSION)' \
 	ORAS_VERSION='$(ORAS_VERSION)' REGCTL_VERSION='$(REGCTL_VERSION)' \
-	REGISTRY_VERSION='$(REGISTRY_VERSION)' OLLAMA_VERSION='$(OLLAMA_VERSION)' HFJS_VERSION='$(HFJS_VERSION)' bash $(TOOLS_MK_DIR)/hack/install-tools.sh
+	REGISTRY_VERSION='$(REGISTRY_VERSION)' OLLAMA_VERSION='$(OLLAMA_VERSION)' HFJS_VERSION='$(HFJS_VERSION)' \
+	SEAWEEDFS_VERSION='$(SEAWEEDFS_VERSION)' bash $(TOOLS_MK_DIR)/hack/install-tools.sh
 
-TOOL_NAMES := crane oras regctl registry skopeo containerd ollama hfjs
+TOOL_NAMES := crane oras regctl registry skopeo containerd ollama hfjs seaweedfs
 
 .PHONY: tools tools-env tools-versions tools-smoke $(addprefix tool-,$(TOOL_NAMES))
 
@@ -65,6 +70,7 @@ tools-versions:
 	@echo "skopeo   $$($(SKOPEO) --version 2>/dev/null || echo missing)"
 	@echo "ctr      $$($(CTR) --version 2>/dev/null || echo missing)"
 	@echo "containerd $$($(CONTAINERD) --version 2>/dev/null || echo missing)"
+	@echo "weed     $$( ($(WEED) version 2>/dev/null || echo missing) | head -n 1)"
 
 tools-smoke: tools
 	@bash $(TOOLS_MK_DIR)/hack/clients-smoke.sh

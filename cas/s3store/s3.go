@@ -26,6 +26,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -116,8 +117,12 @@ func (s *Store) key(name string) string { return s.prefix + name }
 func blobKey(d digest.Digest) string { return "blobs/" + d.Algorithm().String() + "/" + d.Encoded() }
 
 func isPrecondition(err error) bool {
-	r := minio.ToErrorResponse(err)
-	return r.StatusCode == http.StatusPreconditionFailed || r.Code == "PreconditionFailed"
+	var r minio.ErrorResponse
+	if !errors.As(err, &r) {
+		r = minio.ToErrorResponse(err)
+	}
+	return r.StatusCode == http.StatusPreconditionFailed || r.Code == "PreconditionFailed" ||
+		strings.Contains(err.Error(), "pre-conditions you specified did not hold")
 }
 
 func isNotFound(err error) bool {
@@ -225,6 +230,12 @@ func (s *Store) upload(ctx context.Context, desc ocispec.Descriptor) error {
 		return err
 	}
 	defer f.Close()
+	// Already there (another replica): nothing to do. minio-go's multipart
+	// path drops If-None-Match, so look first; the conditional header still
+	// guards the single-PUT race.
+	if _, err := s.c.StatObject(ctx, s.bucket, s.key(blobKey(desc.Digest)), minio.StatObjectOptions{}); err == nil {
+		return nil
+	}
 	opts := minio.PutObjectOptions{ContentType: "application/octet-stream", PartSize: 64 << 20}
 	opts.SetMatchETagExcept("*")
 	if _, err := s.c.PutObject(ctx, s.bucket, s.key(blobKey(desc.Digest)), f, desc.Size, opts); err != nil && !isPrecondition(err) {
@@ -247,18 +258,17 @@ func (s *Store) Delete(ctx context.Context, d digest.Digest) error {
 // --- names: index.json with optimistic concurrency ---
 
 func (s *Store) readIndex(ctx context.Context) (ocispec.Index, string, error) {
-	obj, err := s.c.GetObject(ctx, s.bucket, s.key("index.json"), minio.GetObjectOptions{})
-	if err != nil {
-		return ocispec.Index{}, "", err
-	}
-	defer obj.Close()
-	info, err := obj.Stat()
+	// One GET that returns the body and its ETag together (minio's lazy
+	// Object would re-request with If-Match and fail when another replica
+	// updates index.json meanwhile).
+	body, info, _, err := minio.Core{Client: s.c}.GetObject(ctx, s.bucket, s.key("index.json"), minio.GetObjectOptions{})
 	if err != nil {
 		return ocispec.Index{}, "", fmt.Errorf("index.json: %w", err)
 	}
-	b, err := io.ReadAll(io.LimitReader(obj, 256<<20))
+	defer body.Close()
+	b, err := io.ReadAll(io.LimitReader(body, 256<<20))
 	if err != nil {
-		return ocispec.Index{}, "", err
+		return ocispec.Index{}, "", fmt.Errorf("index.json: %w", err)
 	}
 	var idx ocispec.Index
 	if err := json.Unmarshal(b, &idx); err != nil {
