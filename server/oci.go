@@ -248,10 +248,14 @@ func serveBlob(w http.ResponseWriter, r *http.Request, b *proxy.Blob, location s
 		werr = copyFollowing(w, body)
 	}
 	if werr != nil {
-		if r.Context().Err() != nil {
-			return // the client went away
+		if r.Context().Err() != nil || b.Hit {
+			// The client went away (a write to its connection failed before
+			// its context was cancelled, on a committed local blob). Either
+			// way the body is short of its Content-Length, so net/http
+			// closes the connection: never a clean short body.
+			return
 		}
-		// The source failed mid-body: abort so the client sees a broken transfer.
+		// The fill failed mid-body: abort so the client sees a broken transfer.
 		panic(http.ErrAbortHandler)
 	}
 }
