@@ -61,7 +61,12 @@ func validAllowEntry(s string) bool {
 	if ip, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil && ip.Zone() == "" {
 		return true
 	}
-	s = strings.TrimPrefix(s, "*.")
+	return ValidHostName(strings.TrimPrefix(s, "*."))
+}
+
+// ValidHostName reports whether s is a DNS host name (labels of letters,
+// digits, '-' and '_'; a trailing dot allowed).
+func ValidHostName(s string) bool {
 	s = strings.TrimSuffix(s, ".")
 	if s == "" || len(s) > 253 {
 		return false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/clowder-dev/clowder/config"
 	"net"
 	"net/http"
 	"net/netip"
@@ -120,24 +121,7 @@ func ParseAllowEntry(s string) (string, error) {
 	return "", fmt.Errorf("%q is not a CIDR, an IP address, a host name or *.domain (no scheme, no port)", s)
 }
 
-func validHostName(s string) bool {
-	s = strings.TrimSuffix(s, ".")
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
-}
+func validHostName(s string) bool { return config.ValidHostName(s) }
 
 func normHost(h string) string {
 	h = strings.ToLower(strings.TrimSuffix(strings.Trim(h, "[]"), "."))
