@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -43,16 +42,6 @@ func run(t *testing.T, args ...string) (string, error) {
 	return string(out), err
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 type proc struct {
 	cmd  *exec.Cmd
 	addr string
@@ -80,7 +69,7 @@ func (s *syncBuffer) String() string {
 
 func startServe(t *testing.T, cfg, root string) *proc {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	cmd := clowderCmd(context.Background(), "serve", "--config", cfg, "--root", root, "--listen", addr)
 	log := &syncBuffer{}
 	cmd.Stderr = log

@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,31 +20,6 @@ import (
 	"github.com/clowder-dev/clowder/internal/testutil"
 )
 
-func need(t *testing.T, env string) string {
-	t.Helper()
-	if os.Getenv("CLOWDER_E2E") == "" {
-		t.Skip("end-to-end test: run with make e2e (CLOWDER_E2E=1)")
-	}
-	v := os.Getenv(env)
-	if v == "" {
-		t.Fatalf("$%s is not set (make e2e sets it)", env)
-	}
-	if _, err := os.Stat(v); err != nil {
-		t.Fatalf("$%s: %v (run make tools)", env, err)
-	}
-	return v
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 type result struct {
 	File     map[string]string `json:"file"`
 	Snapshot map[string]string `json:"snapshot"`
@@ -53,7 +27,7 @@ type result struct {
 
 func hfjs(t *testing.T, hubURL, repo, file string) result {
 	t.Helper()
-	dir := need(t, "HFJS_DIR")
+	dir := testutil.NeedTool(t, "HFJS_DIR")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", "hfjs.mjs")
@@ -75,8 +49,8 @@ func hfjs(t *testing.T, hubURL, repo, file string) result {
 }
 
 func TestHuggingFaceClientsThroughClowder(t *testing.T) {
-	bin := need(t, "CLOWDER_BIN")
-	oras := need(t, "ORAS")
+	bin := testutil.NeedTool(t, "CLOWDER_BIN")
+	oras := testutil.NeedTool(t, "ORAS")
 	hub := testutil.NewHub(t)
 	commit := strings.Repeat("c", 40)
 	files := map[string]testutil.HubFile{
@@ -89,7 +63,7 @@ func TestHuggingFaceClientsThroughClowder(t *testing.T) {
 	hub.Add(&testutil.HubRepo{Type: "model", ID: "Org/Tiny", Refs: map[string]string{"main": commit}, Commits: map[string]map[string]testutil.HubFile{commit: files}})
 
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	cfg := filepath.Join(dir, "clowder.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\nroot: %s\nupstreams:\n  - {name: huggingface.co, type: huggingface, url: '%s', tag_ttl: 0s}\n", addr, filepath.Join(dir, "cache"), hub.URL)), 0o644)
 	cmd := exec.Command(bin, "serve", "--config", cfg)

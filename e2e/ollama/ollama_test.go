@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,31 +21,6 @@ import (
 
 	"github.com/clowder-dev/clowder/internal/testutil"
 )
-
-func need(t *testing.T, env string) string {
-	t.Helper()
-	if os.Getenv("CLOWDER_E2E") == "" {
-		t.Skip("end-to-end test: run with make e2e (CLOWDER_E2E=1)")
-	}
-	v := os.Getenv(env)
-	if v == "" {
-		t.Fatalf("$%s is not set (make e2e sets it)", env)
-	}
-	if _, err := os.Stat(v); err != nil {
-		t.Fatalf("$%s: %v (run make tools)", env, err)
-	}
-	return v
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 type daemon struct {
 	cmd *exec.Cmd
@@ -116,11 +90,11 @@ func lastLines(s string, n int) string {
 }
 
 func setup(t *testing.T, o *testutil.OllamaRegistry, corp *testutil.Registry) *env {
-	bin := need(t, "OLLAMA")
-	clowder := need(t, "CLOWDER_BIN")
+	bin := testutil.NeedTool(t, "OLLAMA")
+	clowder := testutil.NeedTool(t, "CLOWDER_BIN")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "clowder.yaml")
-	caddr, corpAddr := freeAddr(t), freeAddr(t)
+	caddr, corpAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: %s
 root: %s
 listeners:
@@ -130,7 +104,7 @@ upstreams:
   - {name: corp, type: oci, url: 'http://%s'}
 `, caddr, filepath.Join(dir, "cache"), corpAddr, o.Server.URL, corp.Host)), 0o644)
 	c := start(t, clowder, nil, "http://"+caddr+"/v2/", "serve", "--config", cfg)
-	oaddr := freeAddr(t)
+	oaddr := testutil.FreeAddr(t)
 	home := filepath.Join(dir, "home")
 	models := filepath.Join(dir, "models")
 	os.MkdirAll(home, 0o755)
@@ -255,15 +229,15 @@ func TestOllamaPullThroughClowder(t *testing.T) {
 // (~/.ollama/id_ed25519.pub, listed in auth.ollama_keys); its ranged parts
 // go to the presigned Location.
 func TestOllamaPullWithKeyAuth(t *testing.T) {
-	bin := need(t, "OLLAMA")
-	clowder := need(t, "CLOWDER_BIN")
+	bin := testutil.NeedTool(t, "OLLAMA")
+	clowder := testutil.NeedTool(t, "CLOWDER_BIN")
 	o := testutil.NewOllamaRegistry(t)
 	m := testutil.NewOllamaModel(28 << 20) // 112 MiB: ranged parts
 	o.Add("library/m:1", m)
 	dir := t.TempDir()
 
 	// ollama serve makes its key pair on first start.
-	oaddr := freeAddr(t)
+	oaddr := testutil.FreeAddr(t)
 	home := filepath.Join(dir, "home")
 	os.MkdirAll(home, 0o755)
 	ev := []string{"HOME=" + home, "OLLAMA_MODELS=" + filepath.Join(dir, "models"), "OLLAMA_HOST=" + oaddr, "OLLAMA_NOPRUNE=1"}
@@ -272,7 +246,7 @@ func TestOllamaPullWithKeyAuth(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ollama's public key: %v", err)
 	}
-	caddr := freeAddr(t)
+	caddr := testutil.FreeAddr(t)
 	cfg := filepath.Join(dir, "clowder.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: %s
 root: %s
