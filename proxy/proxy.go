@@ -284,10 +284,17 @@ func (p *Proxy) cachedManifest(ctx context.Context, d digest.Digest, mediaType s
 		return Manifest{}, err
 	}
 	if mediaType == "" {
-		mediaType = p.recordedMediaType(ctx, d)
-	}
-	if mediaType == "" {
-		mediaType = oci.MediaTypeOf(body, "")
+		// The body's own mediaType is what fill time recorded (MediaTypeOf
+		// prefers it), so the index.json scan is only for bodies without
+		// one (schema 1 and other oddities served with a Content-Type).
+		var probe struct {
+			MediaType string `json:"mediaType"`
+		}
+		if json.Unmarshal(body, &probe) == nil && probe.MediaType != "" {
+			mediaType = probe.MediaType
+		} else if mediaType = p.recordedMediaType(ctx, d); mediaType == "" {
+			mediaType = oci.MediaTypeOf(body, "")
+		}
 	}
 	return Manifest{Desc: ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(body))}, Body: body}, nil
 }
