@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -61,24 +62,16 @@ func EvictPlan(ctx context.Context, s Store, maxBytes int64, pinned func(name st
 	}
 	names := append([]NameUsage(nil), u.Names...)
 	sort.SliceStable(names, func(i, j int) bool { return LastUse(names[i].Desc).Before(LastUse(names[j].Desc)) })
-	// refs counts, per blob, the names that reference it.
-	refs := map[string]map[string]bool{}
-	blobSize := map[string]int64{}
-	perName := map[string][]string{}
+	// refs counts, per blob, the names that reference it (from the walk
+	// ComputeUsage already made).
+	refs := map[digest.Digest]map[string]bool{}
 	for _, n := range names {
-		_ = Walk(ctx, s, n.Desc, func(x ocispec.Descriptor, held bool) error {
-			if !held {
-				return nil
+		for _, x := range n.HeldBlobs {
+			if refs[x.Digest] == nil {
+				refs[x.Digest] = map[string]bool{}
 			}
-			k := string(x.Digest)
-			if refs[k] == nil {
-				refs[k] = map[string]bool{}
-			}
-			refs[k][n.Name] = true
-			blobSize[k] = x.Size
-			perName[n.Name] = append(perName[n.Name], k)
-			return nil
-		})
+			refs[x.Digest][n.Name] = true
+		}
 	}
 	disk := u.Disk
 	var out []string
@@ -90,11 +83,11 @@ func EvictPlan(ctx context.Context, s Store, maxBytes int64, pinned func(name st
 			continue
 		}
 		out = append(out, n.Name)
-		for _, k := range perName[n.Name] {
-			delete(refs[k], n.Name)
-			if len(refs[k]) == 0 {
-				disk -= blobSize[k]
-				delete(refs, k)
+		for _, x := range n.HeldBlobs {
+			delete(refs[x.Digest], n.Name)
+			if len(refs[x.Digest]) == 0 {
+				disk -= x.Size
+				delete(refs, x.Digest)
 			}
 		}
 	}

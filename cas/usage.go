@@ -14,6 +14,8 @@ type NameUsage struct {
 	// Size is the total size of everything the name references; Held the
 	// part that is in the store.
 	Size, Held int64
+	// HeldBlobs are the held descriptors the name references.
+	HeldBlobs []ocispec.Descriptor
 }
 
 // Usage sums what the names of s reference: Referenced counts each distinct
@@ -43,6 +45,7 @@ func ComputeUsage(ctx context.Context, s Store) (Usage, error) {
 			nu.Size += x.Size
 			if held {
 				nu.Held += x.Size
+				nu.HeldBlobs = append(nu.HeldBlobs, x)
 				unique[x.Digest] = x.Size
 			}
 			return nil
