@@ -19,16 +19,11 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 
-	"github.com/clowder-dev/clowder/cas"
-	"github.com/clowder-dev/clowder/config"
 	"github.com/clowder-dev/clowder/hosted"
 	"github.com/clowder-dev/clowder/internal/testutil"
 	"github.com/clowder-dev/clowder/proxy"
 	"github.com/clowder-dev/clowder/server"
 	"github.com/clowder-dev/clowder/upstream"
-	"github.com/clowder-dev/clowder/upstream/huggingface"
-	"github.com/clowder-dev/clowder/upstream/oci"
-	"github.com/clowder-dev/clowder/upstream/ollama"
 )
 
 // guardedEnv is an env wired like clowder serve: every upstream client goes
@@ -52,56 +47,13 @@ func newGuardedEnv(t *testing.T, root string, allow []string, popts proxy.Option
 	if err != nil {
 		t.Fatal(err)
 	}
-	transport := guard.Transport(upstream.NewTransport())
-	store, err := cas.OpenLayout(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var list []*upstream.Upstream
-	for _, u := range ups {
-		ttl := config.Duration(u.ttl)
-		cu := config.Upstream{Name: u.name, Type: config.TypeOCI, URL: u.url, Default: u.def, TagTTL: &ttl}
-		opts := oci.Options{Name: u.name, Transport: transport}
-		if u.user != "" {
-			user, pass := u.user, u.pass
-			opts.Credentials = func(string) (string, string, bool) { return user, pass, true }
-		}
-		if u.hf {
-			cu.Type = config.TypeHuggingFace
-			list = append(list, &upstream.Upstream{Upstream: cu})
-			continue
-		}
-		newClient := oci.New
-		if u.ollama {
-			cu.Type = config.TypeOllama
-			newClient = ollama.New
-		}
-		c, err := newClient(u.url, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		list = append(list, &upstream.Upstream{Upstream: cu, Source: c})
-	}
-	filler := cas.NewFiller(store)
-	filler.Backoff = 10 * time.Millisecond
 	if popts.RevalidateTimeout == 0 {
 		popts.RevalidateTimeout = 2 * time.Second
 	}
 	if popts.UpstreamTimeout == 0 {
 		popts.UpstreamTimeout = 10 * time.Second
 	}
-	p := proxy.New(store, filler, upstream.NewRouter(list), popts)
-	for _, up := range list {
-		if up.Type == config.TypeHuggingFace {
-			c, err := huggingface.New(up.URL, up.Token, transport, "clowder-test")
-			if err != nil {
-				t.Fatal(err)
-			}
-			h := proxy.NewHF(p, up, c)
-			up.Source = h.Source()
-			p.SetHF(h)
-		}
-	}
+	store, filler, p := buildProxy(t, root, guard.Transport(upstream.NewTransport()), popts, ups...)
 	hs, err := hosted.Open(store, root, "local")
 	if err != nil {
 		t.Fatal(err)

@@ -62,6 +62,17 @@ func newEnv(t *testing.T, ups ...upSpec) *env {
 func newEnvWith(t *testing.T, popts proxy.Options, ups ...upSpec) *env {
 	t.Helper()
 	root := t.TempDir()
+	store, filler, p := buildProxy(t, root, nil, popts, ups...)
+	srv := httptest.NewServer(server.New(p, zerolog.Nop()))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	return &env{t: t, root: root, store: store, filler: filler, proxy: p, srv: srv, host: u.Host}
+}
+
+// buildProxy wires a store at root, a filler and a proxy over ups, every
+// upstream client on transport (nil: each client's default).
+func buildProxy(t *testing.T, root string, transport http.RoundTripper, popts proxy.Options, ups ...upSpec) (*cas.Layout, *cas.Filler, *proxy.Proxy) {
+	t.Helper()
 	store, err := cas.OpenLayout(root)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +81,7 @@ func newEnvWith(t *testing.T, popts proxy.Options, ups ...upSpec) *env {
 	for _, u := range ups {
 		ttl := config.Duration(u.ttl)
 		cu := config.Upstream{Name: u.name, Type: config.TypeOCI, URL: u.url, Default: u.def, TagTTL: &ttl, Username: u.user, Password: u.pass}
-		opts := oci.Options{Name: u.name}
+		opts := oci.Options{Name: u.name, Transport: transport}
 		if u.user != "" {
 			user, pass := u.user, u.pass
 			opts.Credentials = func(string) (string, string, bool) { return user, pass, true }
@@ -96,7 +107,7 @@ func newEnvWith(t *testing.T, popts proxy.Options, ups ...upSpec) *env {
 	p := proxy.New(store, filler, upstream.NewRouter(list), popts)
 	for _, up := range list {
 		if up.Type == config.TypeHuggingFace {
-			c, err := huggingface.New(up.URL, up.Token, nil, "clowder-test")
+			c, err := huggingface.New(up.URL, up.Token, transport, "clowder-test")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,10 +116,7 @@ func newEnvWith(t *testing.T, popts proxy.Options, ups ...upSpec) *env {
 			p.SetHF(h)
 		}
 	}
-	srv := httptest.NewServer(server.New(p, zerolog.Nop()))
-	t.Cleanup(srv.Close)
-	u, _ := url.Parse(srv.URL)
-	return &env{t: t, root: root, store: store, filler: filler, proxy: p, srv: srv, host: u.Host}
+	return store, filler, p
 }
 
 // pull pulls ref through the proxy with go-containerregistry's client, reads
