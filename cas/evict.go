@@ -14,11 +14,22 @@ const AnnotationLastUsed = "dev.clowder.last-used"
 
 // Annotate sets annotations on named entries of index.json in one locked
 // update (names not present are skipped).
-func (l *Layout) Annotate(_ context.Context, set map[string]map[string]string) error {
+func (l *Layout) Annotate(ctx context.Context, set map[string]map[string]string) error {
+	return Annotate(ctx, l, set)
+}
+
+// Updater is a name store whose names can be updated atomically.
+type Updater interface {
+	Update(fn func(idx *ocispec.Index) (changed bool, err error)) error
+}
+
+// Annotate sets annotations on named entries of u in one update (names not
+// present are skipped).
+func Annotate(_ context.Context, u Updater, set map[string]map[string]string) error {
 	if len(set) == 0 {
 		return nil
 	}
-	return l.Update(func(idx *ocispec.Index) (bool, error) {
+	return u.Update(func(idx *ocispec.Index) (bool, error) {
 		changed := false
 		for i, d := range idx.Manifests {
 			kv, ok := set[d.Annotations[AnnotationRefName]]

@@ -38,6 +38,9 @@ type Filler struct {
 	Backoff time.Duration
 	// OnEvent, when set, is told about fill starts, retries and ends (metrics, logs).
 	OnEvent func(ev FillEvent)
+	// Coordinator, when set, shares fills with other replicas of a shared
+	// store, so the fleet fetches each blob from upstream once.
+	Coordinator Coordinator
 
 	mu    sync.Mutex
 	fills map[digest.Digest]*Fill
@@ -50,6 +53,15 @@ type FillEvent struct {
 	Offset  int64
 	Err     error
 	Elapsed time.Duration
+}
+
+// Coordinator shares fills among replicas of one shared store.
+type Coordinator interface {
+	// Coordinate wraps the upstream fetch of one fill: the wrapped fetch
+	// decides, on each (re)start at an offset, where the bytes come from
+	// (the upstream, the replica already fetching them, or the shared store
+	// once committed). done is called when the fill has ended.
+	Coordinate(desc ocispec.Descriptor, upstream FetchFunc) (fetch FetchFunc, done func())
 }
 
 // NewFiller returns a Filler writing into store.
@@ -103,6 +115,11 @@ func (f *Filler) run(fl *Fill, fetch FetchFunc) {
 	began := time.Now()
 	ctx := context.Background()
 	f.event(FillEvent{Digest: fl.desc.Digest, Kind: "start"})
+	if f.Coordinator != nil {
+		var done func()
+		fetch, done = f.Coordinator.Coordinate(fl.desc, fetch)
+		defer done()
+	}
 	desc, err := f.fill(ctx, fl, fetch)
 	f.mu.Lock()
 	delete(f.fills, fl.desc.Digest)

@@ -32,17 +32,42 @@ type GCOptions struct {
 	DryRun bool
 }
 
-// GC marks everything reachable from index.json names (through indexes and
-// manifests to configs and layers) and from opts.Roots, then sweeps the
-// other blobs. It holds the index lock throughout, so no name is added
-// meanwhile; fills in progress live in the ingest folder and are untouched.
-// A blob a later name needs again is simply fetched again.
+// BlobInfo describes a committed blob in a listing.
+type BlobInfo struct {
+	Digest  digest.Digest
+	Size    int64
+	ModTime time.Time
+}
+
+// Collectable is a store GC can sweep: its names are updated atomically and
+// its blobs can be listed.
+type Collectable interface {
+	Store
+	// Update runs fn on the names and writes them when fn reports a change.
+	Update(fn func(idx *ocispec.Index) (changed bool, err error)) error
+	// Blobs calls fn for every committed blob.
+	Blobs(ctx context.Context, fn func(BlobInfo) error) error
+}
+
+// GC collects the layout (see Collect). It holds the index lock throughout,
+// so no name is added meanwhile; fills in progress live in the ingest
+// folder and are untouched.
 func (l *Layout) GC(ctx context.Context, opts GCOptions) (GCResult, error) {
+	return Collect(ctx, l, opts)
+}
+
+// Collect marks everything reachable from the names (through indexes and
+// manifests to configs and layers) and from opts.Roots, then sweeps the
+// other blobs older than opts.Grace. It runs inside s.Update, so a store
+// that locks its names (the local layout) adds none meanwhile; elsewhere the
+// grace period covers a blob committed just before its name. A blob a later
+// name needs again is simply fetched again.
+func Collect(ctx context.Context, s Collectable, opts GCOptions) (GCResult, error) {
 	var res GCResult
-	err := l.Update(func(idx *ocispec.Index) (bool, error) {
+	err := s.Update(func(idx *ocispec.Index) (bool, error) {
 		marked := map[digest.Digest]bool{}
 		mark := func(d ocispec.Descriptor) error {
-			return Walk(ctx, l, d, func(x ocispec.Descriptor, _ bool) error {
+			return Walk(ctx, s, d, func(x ocispec.Descriptor, _ bool) error {
 				marked[x.Digest] = true
 				return nil
 			})
@@ -62,39 +87,64 @@ func (l *Layout) GC(ctx context.Context, opts GCOptions) (GCResult, error) {
 		}
 		res.Marked = len(marked)
 		cutoff := time.Now().Add(-opts.Grace)
-		for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
-			dir := filepath.Join(l.root, "blobs", alg.String())
-			ents, err := os.ReadDir(dir)
-			if err != nil {
-				if errors.Is(err, os.ErrNotExist) {
-					continue
-				}
-				return false, err
+		var sweep []BlobInfo
+		err := s.Blobs(ctx, func(b BlobInfo) error {
+			if marked[b.Digest] {
+				return nil
 			}
-			for _, e := range ents {
-				d := digest.NewDigestFromEncoded(alg, e.Name())
-				if marked[d] {
-					continue
-				}
-				fi, err := e.Info()
-				if err != nil {
-					continue
-				}
-				if fi.ModTime().After(cutoff) {
-					res.KeptRecent++
-					continue
-				}
-				if !opts.DryRun {
-					if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
-						return false, err
-					}
-				}
-				res.Swept++
-				res.SweptBytes += fi.Size()
-				res.SweptDigest = append(res.SweptDigest, d)
+			if b.ModTime.After(cutoff) {
+				res.KeptRecent++
+				return nil
 			}
+			sweep = append(sweep, b)
+			return nil
+		})
+		if err != nil {
+			return false, err
+		}
+		for _, b := range sweep {
+			if !opts.DryRun {
+				if err := s.Delete(ctx, b.Digest); err != nil {
+					return false, err
+				}
+			}
+			res.Swept++
+			res.SweptBytes += b.Size
+			res.SweptDigest = append(res.SweptDigest, b.Digest)
 		}
 		return false, nil
 	})
 	return res, err
+}
+
+// Blobs implements Collectable: every file under blobs/sha256 and
+// blobs/sha512.
+func (l *Layout) Blobs(ctx context.Context, fn func(BlobInfo) error) error {
+	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
+		dir := filepath.Join(l.root, "blobs", alg.String())
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return err
+		}
+		for _, e := range ents {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			d := digest.NewDigestFromEncoded(alg, e.Name())
+			if e.IsDir() || ValidateDigest(d) != nil {
+				continue
+			}
+			fi, err := e.Info()
+			if err != nil {
+				continue
+			}
+			if err := fn(BlobInfo{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

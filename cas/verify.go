@@ -76,3 +76,30 @@ func hashFile(p string, d digest.Digest) error {
 	}
 	return nil
 }
+
+// VerifyStore re-hashes every blob of s (streamed through Open) and calls fn
+// for each; with repair, damaged blobs are deleted. It is Verify for stores
+// that are not a local layout (the s3 backend); Path is the digest.
+func VerifyStore(ctx context.Context, s Collectable, repair bool, fn func(VerifyResult)) error {
+	return s.Blobs(ctx, func(b BlobInfo) error {
+		res := VerifyResult{Digest: b.Digest, Path: b.Digest.String(), Size: b.Size}
+		f, err := s.Open(ctx, b.Digest)
+		if err != nil {
+			return err
+		}
+		v := b.Digest.Verifier()
+		_, err = io.Copy(v, f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+		if !v.Verified() {
+			res.Err = ErrDigestMismatch
+			if repair && s.Delete(ctx, b.Digest) == nil {
+				res.Removed = true
+			}
+		}
+		fn(res)
+		return nil
+	})
+}

@@ -98,6 +98,19 @@ type Config struct {
 	// referrers, the Hugging Face API). Default 5m. Blob streams are
 	// bounded by fill_idle_timeout instead.
 	RequestTimeout Duration `yaml:"request_timeout"`
+
+	// Scale-out (storage.go).
+
+	// Storage selects the backend: local (the layout under root) or s3.
+	Storage Storage `yaml:"storage"`
+	// Advertise is how other replicas reach this one (http://10.0.0.5:5000):
+	// they stream a fill this replica owns from here. Default: the listen
+	// address, when it is not a wildcard.
+	Advertise string `yaml:"advertise"`
+	// LocalCacheSize bounds the local read copies of blobs an s3 replica
+	// keeps under root ("50GiB"); 0 keeps none: every hit streams from
+	// the bucket.
+	LocalCacheSize ByteSize `yaml:"local_cache_size"`
 }
 
 // Auth is client authentication and authorization.
@@ -173,7 +186,9 @@ type Upstream struct {
 	Name string `yaml:"name"`
 	// Type is oci, ollama or huggingface.
 	Type string `yaml:"type"`
-	// URL is the base URL of the upstream (scheme and host, no path).
+	// URL is the base URL of the upstream: scheme and host; for oci and
+	// ollama upstreams optionally a path, the repository prefix every name
+	// is sent under (a site Clowder's upstream: http://site:5000/docker.io).
 	URL string `yaml:"url"`
 	// Default makes this upstream serve names with no known prefix.
 	Default bool `yaml:"default"`
@@ -427,11 +442,11 @@ func (c *Config) Validate() error {
 		default:
 			return fmt.Errorf("%s.type: %q is not one of oci, ollama, huggingface", key, u.Type)
 		}
-		p, err := url.Parse(u.URL)
-		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || (p.Path != "" && p.Path != "/") || p.RawQuery != "" || p.User != nil {
-			return fmt.Errorf("%s.url: %q is not an http(s) URL of a host (like https://registry-1.docker.io)", key, u.URL)
+		norm, err := checkUpstreamURL(u)
+		if err != nil {
+			return fmt.Errorf("%s.url: %v", key, err)
 		}
-		c.Upstreams[i].URL = strings.TrimSuffix(u.URL, "/")
+		c.Upstreams[i].URL = norm
 		if u.Default {
 			if u.Type == TypeHuggingFace {
 				return fmt.Errorf("%s.default: a huggingface upstream cannot be the default OCI upstream", key)
@@ -451,6 +466,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.validateLimits(); err != nil {
+		return err
+	}
+	if err := c.validateStorage(); err != nil {
 		return err
 	}
 	if !ValidComponent(c.HostedPrefix) {

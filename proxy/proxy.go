@@ -526,7 +526,11 @@ func (p *Proxy) BlobFrom(ctx context.Context, desc ocispec.Descriptor, fetch cas
 		return nil, err
 	}
 	if f, err := p.store.Open(ctx, d); err == nil {
-		return &Blob{Digest: d, Size: f.Size(), Hit: true, File: f, open: func(_ context.Context, off, n int64) (io.ReadCloser, error) {
+		return &Blob{Digest: d, Size: f.Size(), Hit: true, File: f, open: func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+			if ro, ok := f.(rangeOpener); ok {
+				// A remote blob (the s3 backend): one ranged GET per span.
+				return ro.OpenRange(ctx, off, n)
+			}
 			return sectionReader(f, off, n, f.Size()), nil
 		}}, nil
 	}
@@ -568,6 +572,51 @@ func (p *Proxy) BlobFrom(ctx context.Context, desc ocispec.Descriptor, fetch cas
 		}
 		return r, err
 	}}, nil
+}
+
+// rangeOpener is a committed blob that is cheaper to read a span of with
+// one stream than by ReadAt calls (a blob in an S3 bucket).
+type rangeOpener interface {
+	OpenRange(ctx context.Context, off, n int64) (io.ReadCloser, error)
+}
+
+// FleetBlob serves another replica of a shared store (see cas/s3store): the
+// running fill of d from off, else the held blob; it never starts a fill.
+// total is -1 while the upstream has not said. ErrBlobUnknown when neither.
+func (p *Proxy) FleetBlob(ctx context.Context, d digest.Digest, off int64) (body io.ReadCloser, total int64, err error) {
+	if err := cas.ValidateDigest(d); err != nil {
+		return nil, 0, err
+	}
+	if fl := p.filler.Lookup(d); fl != nil {
+		size, err := fl.Ready(ctx)
+		if err != nil {
+			return nil, 0, mapNotFound(err, ErrBlobUnknown)
+		}
+		r, err := fl.NewReader(ctx, off, -1)
+		if err == nil {
+			return r, size, nil
+		}
+		if !cas.ErrFillGone(err) {
+			return nil, 0, err
+		}
+	}
+	f, err := p.store.Open(ctx, d)
+	if err != nil {
+		if errors.Is(err, cas.ErrNotFound) {
+			return nil, 0, fmt.Errorf("%w: no fill of %s here", ErrBlobUnknown, d)
+		}
+		return nil, 0, err
+	}
+	if off > f.Size() {
+		f.Close()
+		return nil, 0, fmt.Errorf("%w: offset %d past %d bytes", ErrBlobUnknown, off, f.Size())
+	}
+	if ro, ok := f.(rangeOpener); ok {
+		r, err := ro.OpenRange(ctx, off, -1)
+		f.Close()
+		return r, f.Size(), err
+	}
+	return readCloser{io.NewSectionReader(f, off, f.Size()-off), f}, f.Size(), nil
 }
 
 // directRange reads [off, off+n) straight from the upstream, not stored.

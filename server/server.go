@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/clowder-dev/clowder/cas/s3store"
 	"github.com/clowder-dev/clowder/hosted"
 	"github.com/clowder-dev/clowder/metrics"
 	"github.com/clowder-dev/clowder/proxy"
@@ -41,6 +42,9 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Ready reports whether the process can serve (/readyz); nil is ready.
 	Ready func() error
+	// FleetKey, when set, serves this replica's fills to the other
+	// replicas of a shared s3 store (s3store.FleetPath).
+	FleetKey []byte
 }
 
 // New returns a Server for one listener.
@@ -70,6 +74,7 @@ func New(p *proxy.Proxy, log zerolog.Logger, opts ...Options) *Server {
 		r.Method(http.MethodGet, "/metrics", s.opts.Metrics.Handler())
 	}
 	r.Get("/token", s.handleToken)
+	r.Get(s3store.FleetPath+"*", s.handleFleet)
 	r.Get("/v2", s.handleBase)
 	r.Get("/v2/", s.handleBase)
 	r.Head("/v2/", s.handleBase)

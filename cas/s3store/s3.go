@@ -24,7 +24,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -47,8 +46,21 @@ type Options struct {
 	Prefix    string // key prefix inside the bucket
 	AccessKey string
 	SecretKey string
-	// Root is the local working area (ingest files, the local copy).
+	// Root is the local working area (ingest files, the local copies).
 	Root string
+	// LocalCacheSize bounds the bytes of local blob copies kept under Root
+	// (least recently used go first); 0 keeps none, so every read streams
+	// from the bucket.
+	LocalCacheSize int64
+	// Advertise is how other replicas reach this one (http://host:port);
+	// with it, fills are coordinated through leases in the bucket.
+	Advertise string
+	// LeaseTTL is how long a fill lease lives without renewal (default 15s).
+	LeaseTTL time.Duration
+	// FleetKey signs requests between replicas (see FleetToken).
+	FleetKey []byte
+	// PeerClient fetches fills from other replicas (default: a plain client).
+	PeerClient *http.Client
 }
 
 // Store is a cas.Store on S3.
@@ -57,6 +69,12 @@ type Store struct {
 	bucket string
 	prefix string
 	local  *cas.Layout
+	cache  *localCache
+	fleet  *fleet
+
+	// known remembers blobs seen in the bucket (blobs are immutable; a
+	// Delete here forgets them), so walks of names cost no round trips.
+	known sync.Map
 
 	mu      sync.Mutex
 	idx     ocispec.Index
@@ -64,7 +82,11 @@ type Store struct {
 	idxAt   time.Time
 }
 
-var _ cas.Store = (*Store)(nil)
+var (
+	_ cas.Store       = (*Store)(nil)
+	_ cas.Collectable = (*Store)(nil)
+	_ cas.Coordinator = (*Store)(nil)
+)
 
 // indexFresh is how long a read of index.json is reused before its ETag is
 // checked again.
@@ -88,7 +110,10 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{c: c, bucket: o.Bucket, prefix: o.Prefix, local: local}
+	s := &Store{c: c, bucket: o.Bucket, prefix: o.Prefix, local: local, cache: newLocalCache(local, o.LocalCacheSize)}
+	if o.Advertise != "" {
+		s.fleet = newFleet(s, o)
+	}
 	if ok, err := c.BucketExists(ctx, o.Bucket); err != nil {
 		return nil, fmt.Errorf("s3 bucket %s: %w", o.Bucket, err)
 	} else if !ok {
@@ -148,44 +173,164 @@ func (s *Store) Stat(ctx context.Context, d digest.Digest) (int64, error) {
 	} else if !errors.Is(err, cas.ErrNotFound) {
 		return 0, err
 	}
+	if n, ok := s.known.Load(d); ok {
+		return n.(int64), nil
+	}
+	return s.statBucket(ctx, d)
+}
+
+// statBucket asks the bucket for a blob's size.
+func (s *Store) statBucket(ctx context.Context, d digest.Digest) (int64, error) {
 	info, err := s.c.StatObject(ctx, s.bucket, s.key(blobKey(d)), minio.StatObjectOptions{})
 	if err != nil {
 		if isNotFound(err) {
+			s.known.Delete(d)
 			return 0, fmt.Errorf("blob %s: %w", d, cas.ErrNotFound)
 		}
 		return 0, fmt.Errorf("blob %s: %w", d, err)
 	}
+	s.known.Store(d, info.Size)
 	return info.Size, nil
 }
 
-// Open implements cas.BlobStore: the local copy when held, else the bucket.
+// Open implements cas.BlobStore: the local copy when held, else the bucket
+// (and, with a local cache, a local copy is made for the next reader).
 func (s *Store) Open(ctx context.Context, d digest.Digest) (cas.Blob, error) {
+	if err := cas.ValidateDigest(d); err != nil {
+		return nil, err
+	}
 	if b, err := s.local.Open(ctx, d); err == nil {
+		s.cache.touch(d)
 		return b, nil
 	} else if !errors.Is(err, cas.ErrNotFound) {
 		return nil, err
 	}
-	obj, err := s.c.GetObject(ctx, s.bucket, s.key(blobKey(d)), minio.GetObjectOptions{})
+	size, err := s.statBucket(ctx, d)
 	if err != nil {
-		return nil, fmt.Errorf("blob %s: %w", d, err)
+		return nil, err
 	}
-	info, err := obj.Stat()
+	s.cache.warm(s, d, size)
+	return &s3Blob{s: s, d: d, size: size}, nil
+}
+
+// s3Blob reads a blob in the bucket. Sequential reads share one streaming
+// GET; OpenRange gives a caller one ranged GET for a whole span.
+type s3Blob struct {
+	s    *Store
+	d    digest.Digest
+	size int64
+
+	mu   sync.Mutex
+	pos  int64
+	body io.ReadCloser
+	at   int64 // offset body is at
+}
+
+func (b *s3Blob) Size() int64 { return b.size }
+
+// OpenRange streams [off, off+n) (n < 0: to the end) with one GET.
+func (b *s3Blob) OpenRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	return b.s.getRange(ctx, b.d, off, n)
+}
+
+func (b *s3Blob) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, err := b.readAt(p, b.pos)
+	b.pos += int64(n)
+	return n, err
+}
+
+// ReadAt reuses the open stream when off is where it stands, else opens a
+// new one from off (to the end, so the next sequential ReadAt reuses it).
+func (b *s3Blob) ReadAt(p []byte, off int64) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.readAt(p, off)
+}
+
+func (b *s3Blob) readAt(p []byte, off int64) (int, error) {
+	if off >= b.size {
+		return 0, io.EOF
+	}
+	if b.body == nil || b.at != off {
+		if b.body != nil {
+			b.body.Close()
+		}
+		body, err := b.s.getRange(context.Background(), b.d, off, -1)
+		if err != nil {
+			b.body = nil
+			return 0, err
+		}
+		b.body, b.at = body, off
+	}
+	want := min(int64(len(p)), b.size-off)
+	n, err := io.ReadFull(b.body, p[:want])
+	b.at += int64(n)
 	if err != nil {
-		obj.Close()
+		b.body.Close()
+		b.body = nil
+		return n, fmt.Errorf("blob %s at %d: %w", b.d, off+int64(n), err)
+	}
+	if int64(n) < int64(len(p)) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (b *s3Blob) Seek(offset int64, whence int) (int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += b.pos
+	case io.SeekEnd:
+		offset += b.size
+	default:
+		return 0, errors.New("s3 blob: bad whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("s3 blob: negative offset")
+	}
+	b.pos = offset
+	return offset, nil
+}
+
+func (b *s3Blob) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.body != nil {
+		b.body.Close()
+		b.body = nil
+	}
+	return nil
+}
+
+// getRange opens one GET of [off, off+n) of a blob in the bucket.
+func (s *Store) getRange(ctx context.Context, d digest.Digest, off, n int64) (io.ReadCloser, error) {
+	opts := minio.GetObjectOptions{}
+	if off > 0 || n >= 0 {
+		end := int64(0)
+		if n >= 0 {
+			end = off + n - 1
+		}
+		if n == 0 {
+			return io.NopCloser(strings.NewReader("")), nil
+		}
+		if err := opts.SetRange(off, end); err != nil {
+			return nil, err
+		}
+	}
+	body, _, _, err := minio.Core{Client: s.c}.GetObject(ctx, s.bucket, s.key(blobKey(d)), opts)
+	if err != nil {
 		if isNotFound(err) {
 			return nil, fmt.Errorf("blob %s: %w", d, cas.ErrNotFound)
 		}
 		return nil, fmt.Errorf("blob %s: %w", d, err)
 	}
-	return &s3Blob{Object: obj, size: info.Size}, nil
+	return body, nil
 }
-
-type s3Blob struct {
-	*minio.Object
-	size int64
-}
-
-func (b *s3Blob) Size() int64 { return b.size }
 
 // Writer implements cas.BlobStore: the local verified ingest path, then an
 // upload of the committed file.
@@ -211,36 +356,42 @@ func (w *writer) Verify() error {
 }
 
 func (w *writer) Commit(ctx context.Context) (ocispec.Descriptor, error) {
+	// Read what is uploaded through our own descriptor of the ingest file:
+	// it stays valid through the rename into blobs/ and whatever another
+	// writer of the same blob or the local cache does to that path.
+	r, err := w.Writer.OpenReader()
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	defer r.Close()
 	desc, err := w.Writer.Commit(ctx)
 	if err != nil {
 		return desc, err
 	}
-	return desc, w.s.upload(ctx, desc)
+	err = w.s.upload(ctx, desc, io.NewSectionReader(r, 0, desc.Size))
+	w.s.cache.added(desc.Digest, desc.Size)
+	return desc, err
 }
 
 // upload puts a locally committed blob into the bucket once (a second
 // writer's If-None-Match fails: the blob is there already).
-func (s *Store) upload(ctx context.Context, desc ocispec.Descriptor) error {
-	p, err := s.local.BlobPath(desc.Digest)
-	if err != nil {
-		return err
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+func (s *Store) upload(ctx context.Context, desc ocispec.Descriptor, body io.Reader) error {
 	// Already there (another replica): nothing to do. minio-go's multipart
 	// path drops If-None-Match, so look first; the conditional header still
-	// guards the single-PUT race.
-	if _, err := s.c.StatObject(ctx, s.bucket, s.key(blobKey(desc.Digest)), minio.StatObjectOptions{}); err == nil {
+	// guards the single-PUT race. A replica that followed another's fill
+	// waits for the owner's upload instead of sending the bytes again.
+	if s.fleet != nil && s.fleet.awaitOwnerUpload(ctx, desc.Digest) {
+		return nil
+	}
+	if _, err := s.statBucket(ctx, desc.Digest); err == nil {
 		return nil
 	}
 	opts := minio.PutObjectOptions{ContentType: "application/octet-stream", PartSize: 64 << 20}
 	opts.SetMatchETagExcept("*")
-	if _, err := s.c.PutObject(ctx, s.bucket, s.key(blobKey(desc.Digest)), f, desc.Size, opts); err != nil && !isPrecondition(err) {
+	if _, err := s.c.PutObject(ctx, s.bucket, s.key(blobKey(desc.Digest)), body, desc.Size, opts); err != nil && !isPrecondition(err) {
 		return fmt.Errorf("blob %s: upload: %w", desc.Digest, err)
 	}
+	s.known.Store(desc.Digest, desc.Size)
 	return nil
 }
 
@@ -249,6 +400,8 @@ func (s *Store) Delete(ctx context.Context, d digest.Digest) error {
 	if err := s.local.Delete(ctx, d); err != nil {
 		return err
 	}
+	s.cache.removed(d)
+	s.known.Delete(d)
 	if err := s.c.RemoveObject(ctx, s.bucket, s.key(blobKey(d)), minio.RemoveObjectOptions{}); err != nil && !isNotFound(err) {
 		return fmt.Errorf("blob %s: %w", d, err)
 	}
@@ -305,6 +458,14 @@ func (s *Store) index(ctx context.Context) (ocispec.Index, error) {
 	s.idx, s.idxETag, s.idxAt = idx, etag, time.Now()
 	s.mu.Unlock()
 	return idx, nil
+}
+
+// Update applies fn to index.json with If-Match on its ETag, retrying on 412
+// so concurrent replicas never lose each other's names (cas.Updater).
+func (s *Store) Update(fn func(idx *ocispec.Index) (bool, error)) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	return s.update(ctx, fn)
 }
 
 // update applies fn to index.json with If-Match on its ETag, retrying on
@@ -414,4 +575,58 @@ func (s *Store) Untag(ctx context.Context, name string) error {
 		return fmt.Errorf("name %s: %w", name, cas.ErrNotFound)
 	}
 	return err
+}
+
+// Blobs implements cas.Collectable: every blob in the bucket.
+func (s *Store) Blobs(ctx context.Context, fn func(cas.BlobInfo) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for obj := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.key("blobs/"), Recursive: true}) {
+		if obj.Err != nil {
+			return fmt.Errorf("s3 list blobs: %w", obj.Err)
+		}
+		rel := strings.TrimPrefix(obj.Key, s.key("blobs/"))
+		alg, enc, ok := strings.Cut(rel, "/")
+		if !ok {
+			continue
+		}
+		d := digest.NewDigestFromEncoded(digest.Algorithm(alg), enc)
+		if cas.ValidateDigest(d) != nil {
+			continue
+		}
+		if err := fn(cas.BlobInfo{Digest: d, Size: obj.Size, ModTime: obj.LastModified}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BlobPath returns the path of a local copy of a blob, downloading it from
+// the bucket (verified) when the replica holds none (clowder path, checkout).
+func (s *Store) BlobPath(d digest.Digest) (string, error) {
+	p, err := s.local.BlobPath(d)
+	if err != nil {
+		return "", err
+	}
+	ctx := context.Background()
+	if _, err := s.local.Stat(ctx, d); err == nil {
+		return p, nil
+	}
+	// Not entered in the local cache: the copy stays until GC, since a
+	// checkout links to it.
+	if _, err := s.download(ctx, d, -1); err != nil {
+		return "", err
+	}
+	return p, nil
+}
+
+// download copies a blob from the bucket into the local layout through the
+// verified ingest path.
+func (s *Store) download(ctx context.Context, d digest.Digest, size int64) (ocispec.Descriptor, error) {
+	body, err := s.getRange(ctx, d, 0, -1)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	defer body.Close()
+	return cas.Ingest(ctx, s.local, ocispec.Descriptor{Digest: d, Size: size}, body)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -107,6 +108,9 @@ to REGISTRY/REPO:TAG. Credentials come from ~/.docker/config.json.`,
 			if err != nil {
 				return err
 			}
+			if a.s3 != nil {
+				return errors.New("push reads the cache as a local OCI layout; with storage.type s3, run clowder export NAME and push the archive (e.g. crane push)")
+			}
 			ctx := cmd.Context()
 			_, d, _, err := resolveName(ctx, a, args[0])
 			if err != nil {
@@ -128,7 +132,7 @@ to REGISTRY/REPO:TAG. Credentials come from ~/.docker/config.json.`,
 			if err != nil {
 				return fmt.Errorf("%q: %v", args[1], err)
 			}
-			p, err := layout.FromPath(a.store.Root())
+			p, err := layout.FromPath(a.local.Root())
 			if err != nil {
 				return err
 			}

@@ -61,7 +61,7 @@ Without FILE: the model layer of an ollama model, or the only layer of a one-fil
 					return fmt.Errorf("%s has %d files: name one (clowder path %s FILE)", args[0], len(m.Layers), args[0])
 				}
 			}
-			p, err := a.store.BlobPath(l.Digest)
+			p, err := a.blobPath(l.Digest)
 			if err != nil {
 				return err
 			}
@@ -118,7 +118,7 @@ func checkout(ctx context.Context, a *app, name, dir string, out io.Writer) erro
 		if title == "" {
 			continue
 		}
-		p, err := a.store.BlobPath(l.Digest)
+		p, err := a.blobPath(l.Digest)
 		if err != nil {
 			return err
 		}
@@ -147,7 +147,7 @@ func checkout(ctx context.Context, a *app, name, dir string, out io.Writer) erro
 	if n == 0 {
 		return fmt.Errorf("%s has no titled files to check out", name)
 	}
-	fmt.Fprintf(out, "%d files in %s (links into %s)\n", n, absDir, filepath.Join(a.store.Root(), "blobs"))
+	fmt.Fprintf(out, "%d files in %s (links into %s)\n", n, absDir, filepath.Join(a.local.Root(), "blobs"))
 	return nil
 }
 

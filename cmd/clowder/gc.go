@@ -58,11 +58,11 @@ written is never swept; fills in progress are not under blobs/ at all.`,
 			if err != nil {
 				return err
 			}
-			roots, err := hostedLinks(a.store.Root())
+			roots, err := hostedLinks(a.local.Root())
 			if err != nil {
 				return err
 			}
-			res, err := a.store.GC(cmd.Context(), cas.GCOptions{Roots: roots, Grace: grace, DryRun: dryRun})
+			res, err := a.gc(cmd.Context(), cas.GCOptions{Roots: roots, Grace: grace, DryRun: dryRun})
 			if err != nil {
 				return err
 			}

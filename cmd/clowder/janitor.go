@@ -41,7 +41,7 @@ func (j *janitorState) pass(ctx context.Context, a *app) {
 		for n, at := range used {
 			set[n] = map[string]string{cas.AnnotationLastUsed: at.UTC().Format(time.RFC3339Nano)}
 		}
-		if err := a.store.Annotate(ctx, set); err != nil {
+		if err := a.annotate(ctx, set); err != nil {
 			a.log.Warn().Err(err).Msg("recording last use")
 		}
 	}
@@ -74,12 +74,12 @@ func (j *janitorState) collect(ctx context.Context, a *app) {
 	if j.sweepAfter.IsZero() || time.Now().Before(j.sweepAfter) {
 		return
 	}
-	roots, err := hostedLinks(a.store.Root())
+	roots, err := hostedLinks(a.local.Root())
 	if err != nil {
 		a.log.Warn().Err(err).Msg("gc")
 		return
 	}
-	res, err := a.store.GC(ctx, cas.GCOptions{Roots: roots, Grace: gcGrace})
+	res, err := a.gc(ctx, cas.GCOptions{Roots: roots, Grace: gcGrace})
 	if err != nil {
 		a.log.Warn().Err(err).Msg("gc")
 		return

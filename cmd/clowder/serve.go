@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/clowder-dev/clowder/cas/s3store"
 	"github.com/clowder-dev/clowder/config"
 	"github.com/clowder-dev/clowder/server"
 )
@@ -46,12 +47,16 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 				ln        net.Listener
 				cert, key string
 			}
+			var fleetKey []byte
+			if a.s3 != nil {
+				fleetKey = s3store.FleetKey(cfg.Storage.S3.SecretKey)
+			}
 			var lns []listener
 			addrs := []config.Listener{{Listen: cfg.Listen, TLSCert: cfg.TLSCert, TLSKey: cfg.TLSKey}}
 			addrs = append(addrs, cfg.Listeners...)
 			for _, l := range addrs {
 				srv := server.New(a.proxy, a.log, server.Options{DefaultUpstream: l.DefaultUpstream, PublicURL: cfg.PublicURL, Hosted: a.hosted, Auth: auth,
-					Metrics: a.metrics, Ready: func() error { _, err := a.store.List(context.Background()); return err }}).HTTPServer(l.Listen)
+					Metrics: a.metrics, FleetKey: fleetKey, Ready: func() error { _, err := a.store.List(context.Background()); return err }}).HTTPServer(l.Listen)
 				ln, err := net.Listen("tcp", l.Listen)
 				if err != nil {
 					for _, x := range lns {
@@ -62,7 +67,21 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 				lns = append(lns, listener{srv, ln, l.TLSCert, l.TLSKey})
 				a.log.Info().Str("listen", ln.Addr().String()).Str("default_upstream", l.DefaultUpstream).Bool("tls", l.TLSCert != "").Bool("auth", auth != nil).Msg("listening")
 			}
-			a.log.Info().Str("root", a.store.Root()).Int("upstreams", len(cfg.Upstreams)).Str("version", version).Msg("clowder serving")
+			if a.s3 != nil {
+				adv := cfg.AdvertiseURL()
+				if _, port, _ := net.SplitHostPort(cfg.Listen); port == "0" {
+					// Bound to a free port: other replicas reach that one.
+					scheme := "http"
+					if cfg.TLSCert != "" {
+						scheme = "https"
+					}
+					adv = scheme + "://" + lns[0].ln.Addr().String()
+					a.s3.SetAdvertise(adv)
+				}
+				a.log.Info().Str("bucket", cfg.Storage.S3.Bucket).Str("endpoint", cfg.Storage.S3.Endpoint).Str("advertise", adv).
+					Int64("local_cache_size", int64(cfg.LocalCacheSize)).Msg("storage s3")
+			}
+			a.log.Info().Str("root", a.local.Root()).Int("upstreams", len(cfg.Upstreams)).Str("version", version).Msg("clowder serving")
 			go func() {
 				// What the store holds and what content addressing saves:
 				// logged once, kept current in the /metrics gauges.

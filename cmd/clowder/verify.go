@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/clowder-dev/clowder/cas"
+	"github.com/clowder-dev/clowder/config"
 )
 
 func newVerifyCmd(g *globalFlags) *cobra.Command {
@@ -19,14 +20,25 @@ func newVerifyCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			store, err := cas.OpenLayout(cfg.Root)
-			if err != nil {
-				return err
-			}
 			out := cmd.OutOrStdout()
 			var good, bad int
 			var bytes int64
-			err = store.Verify(cmd.Context(), repair, func(r cas.VerifyResult) {
+			verify := func(fn func(cas.VerifyResult)) error {
+				if cfg.Storage.Type == config.StorageS3 {
+					// The bucket's blobs, streamed and hashed.
+					st, err := openStore(cfg)
+					if err != nil {
+						return err
+					}
+					return cas.VerifyStore(cmd.Context(), st.s3, repair, fn)
+				}
+				store, err := cas.OpenLayout(cfg.Root)
+				if err != nil {
+					return err
+				}
+				return store.Verify(cmd.Context(), repair, fn)
+			}
+			err = verify(func(r cas.VerifyResult) {
 				if r.Err == nil {
 					good++
 					bytes += r.Size

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -8,10 +9,12 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 	"golang.org/x/term"
 
 	"github.com/clowder-dev/clowder/cas"
+	"github.com/clowder-dev/clowder/cas/s3store"
 	"github.com/clowder-dev/clowder/config"
 	"github.com/clowder-dev/clowder/hosted"
 	"github.com/clowder-dev/clowder/metrics"
@@ -26,7 +29,9 @@ import (
 type app struct {
 	cfg     *config.Config
 	log     zerolog.Logger
-	store   *cas.Layout
+	store   cas.Store   // the cache: the local layout, or the shared s3 store
+	local   *cas.Layout // the layout under root (for s3: the working area and read copies)
+	s3      *s3store.Store
 	filler  *cas.Filler
 	router  *upstream.Router
 	proxy   *proxy.Proxy
@@ -47,14 +52,16 @@ func newLogger(level string, w io.Writer) zerolog.Logger {
 
 // credentials returns an upstream's credentials: the config's, else those
 // for the URL's host in ~/.docker/config.json (Docker Hub's are stored under
-// https://index.docker.io/v1/).
+// https://index.docker.io/v1/; only an upstream whose URL is Docker Hub's
+// gets them, not one merely named docker.io, such as a worker's upstream
+// pointing at a site Clowder).
 func credentials(u config.Upstream) oci.Credentials {
 	return func(host string) (string, string, bool) {
 		if u.Username != "" {
 			return u.Username, u.Password, true
 		}
 		h := host
-		if upstream.IsDockerHub(u) {
+		if upstream.IsDockerHubURL(u) {
 			h = name.DefaultRegistry
 		}
 		reg, err := name.NewRegistry(h, name.WeakValidation)
@@ -75,11 +82,18 @@ func credentials(u config.Upstream) oci.Credentials {
 
 func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	log := newLogger(cfg.LogLevel, logOut)
-	store, err := cas.OpenLayout(cfg.Root)
+	st, err := openStore(cfg)
 	if err != nil {
 		return nil, err
 	}
+	store, local := st.store, st.local
 	filler := cas.NewFiller(store)
+	if st.s3 != nil {
+		filler.Coordinator = st.s3
+		st.s3.OnFleetEvent(func(kind string, d digest.Digest, peer string) {
+			log.Info().Str("digest", d.String()).Str("peer", peer).Msg("fleet " + kind)
+		})
+	}
 	filler.Idle = time.Duration(cfg.FillIdleTimeout)
 	m := metrics.New(filler.InFlight)
 	filler.OnEvent = func(ev cas.FillEvent) {
@@ -151,10 +165,65 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 		up.Source = h.Source()
 		p.SetHF(h)
 	}
-	hs, err := hosted.Open(store, store.Root(), cfg.HostedPrefix)
-	if err != nil {
-		return nil, err
+	var hs *hosted.Store
+	if st.s3 == nil {
+		// Hosted repositories keep their blob links under root, which
+		// replicas do not share: they are served by the local backend only.
+		hs, err = hosted.Open(store, local.Root(), cfg.HostedPrefix)
+		if err != nil {
+			return nil, err
+		}
+		hs.MaxUploadSize = int64(cfg.MaxUploadSize)
 	}
-	hs.MaxUploadSize = int64(cfg.MaxUploadSize)
-	return &app{cfg: cfg, log: log, store: store, filler: filler, router: router, proxy: p, hosted: hs, metrics: m}, nil
+	return &app{cfg: cfg, log: log, store: store, local: local, s3: st.s3, filler: filler, router: router, proxy: p, hosted: hs, metrics: m}, nil
+}
+
+type openedStore struct {
+	store cas.Store
+	local *cas.Layout
+	s3    *s3store.Store
+}
+
+// openStore opens the configured backend: the layout under root, or the
+// shared bucket with root as the working area.
+func openStore(cfg *config.Config) (openedStore, error) {
+	if cfg.Storage.Type != config.StorageS3 {
+		l, err := cas.OpenLayout(cfg.Root)
+		return openedStore{store: l, local: l}, err
+	}
+	o := cfg.Storage.S3
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := s3store.New(ctx, s3store.Options{
+		Endpoint: o.Endpoint, Bucket: o.Bucket, Region: o.Region, Prefix: o.Prefix,
+		AccessKey: o.AccessKey, SecretKey: o.SecretKey,
+		Root:           cfg.Root,
+		LocalCacheSize: int64(cfg.LocalCacheSize),
+		Advertise:      cfg.AdvertiseURL(),
+		LeaseTTL:       cfg.Storage.Lease(),
+		FleetKey:       s3store.FleetKey(o.SecretKey),
+	})
+	if err != nil {
+		return openedStore{}, fmt.Errorf("storage.s3: %w", err)
+	}
+	return openedStore{store: s, local: s.Local(), s3: s}, nil
+}
+
+// blobPath is the local file of a blob (for s3: a verified local copy made
+// on demand).
+func (a *app) blobPath(d digest.Digest) (string, error) {
+	if a.s3 != nil {
+		return a.s3.BlobPath(d)
+	}
+	return a.local.BlobPath(d)
+}
+
+// gc collects the store (both backends are cas.Collectable).
+func (a *app) gc(ctx context.Context, opts cas.GCOptions) (cas.GCResult, error) {
+	return cas.Collect(ctx, a.store.(cas.Collectable), opts)
+}
+
+// annotate sets annotations on names in one update.
+func (a *app) annotate(ctx context.Context, set map[string]map[string]string) error {
+	return cas.Annotate(ctx, a.store.(cas.Updater), set)
 }

@@ -1,0 +1,383 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// The fleet: three clowder replicas on one SeaweedFS bucket (make test-s3
+// starts SeaweedFS and sets CLOWDER_S3_*), in front of a real distribution
+// registry behind a throttling, counting proxy (the slow WAN link).
+
+// upstreamLink is a reverse proxy to the registry that sends blob bodies at
+// a fixed rate and counts what each blob cost the upstream.
+type upstreamLink struct {
+	addr string
+	rate atomic.Int64 // bytes per second for blob bodies
+
+	mu     sync.Mutex
+	gets   map[string]int   // blob digest -> GETs
+	bytes  map[string]int64 // blob digest -> body bytes sent
+	ranges map[string][]string
+}
+
+func startUpstreamLink(t *testing.T, regAddr string, rate int64) *upstreamLink {
+	t.Helper()
+	u := &upstreamLink{gets: map[string]int{}, bytes: map[string]int64{}, ranges: map[string][]string{}}
+	u.rate.Store(rate)
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: regAddr})
+	rp.FlushInterval = -1
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i := strings.Index(r.URL.Path, "/blobs/sha256:")
+		if r.Method != http.MethodGet || i < 0 {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		d := r.URL.Path[i+len("/blobs/"):]
+		u.mu.Lock()
+		u.gets[d]++
+		u.ranges[d] = append(u.ranges[d], r.Header.Get("Range"))
+		u.mu.Unlock()
+		rp.ServeHTTP(&throttled{ResponseWriter: w, u: u, d: d}, r)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	u.addr = ln.Addr().String()
+	return u
+}
+
+func (u *upstreamLink) stats(d string) (gets int, bytes int64, ranges []string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.gets[d], u.bytes[d], append([]string(nil), u.ranges[d]...)
+}
+
+type throttled struct {
+	http.ResponseWriter
+	u *upstreamLink
+	d string
+}
+
+func (w *throttled) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		chunk := min(len(p), 64<<10)
+		time.Sleep(time.Duration(float64(chunk) / float64(w.u.rate.Load()) * float64(time.Second)))
+		m, err := w.ResponseWriter.Write(p[:chunk])
+		n += m
+		w.u.mu.Lock()
+		w.u.bytes[w.d] += int64(m)
+		w.u.mu.Unlock()
+		if f, ok := w.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		if err != nil {
+			return n, err
+		}
+		p = p[chunk:]
+	}
+	return n, nil
+}
+
+type s3env struct {
+	endpoint, access, secret string
+}
+
+func needS3(t *testing.T) s3env {
+	t.Helper()
+	e := s3env{os.Getenv("CLOWDER_S3_ENDPOINT"), os.Getenv("CLOWDER_S3_ACCESS_KEY"), os.Getenv("CLOWDER_S3_SECRET_KEY")}
+	if e.endpoint == "" {
+		t.Skip("fleet tests need an S3 engine: make test-s3 (SeaweedFS)")
+	}
+	return e
+}
+
+// startReplica runs a clowder replica on bucket with upstream `up`.
+func startReplica(t *testing.T, tl *tools, s3 s3env, bucket, upAddr, name string) *clowder {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+root: %s
+storage:
+  type: s3
+  lease_ttl: 2s
+  s3:
+    endpoint: %s
+    bucket: %s
+    access_key: %s
+    secret_key: %s
+upstreams:
+  - name: up
+    type: oci
+    url: http://%s
+    tag_ttl: 1h
+`, filepath.Join(dir, "root"), s3.endpoint, bucket, s3.access, s3.secret, upAddr)
+	p := filepath.Join(dir, "clowder.yaml")
+	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return startClowder(t, tl, p, filepath.Join(dir, name+".log"))
+}
+
+// fetchBlob GETs a blob and returns the sha256 of the body.
+func fetchBlob(ctx context.Context, addr, repo, dgst string) (string, int64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/"+repo+"/blobs/"+dgst, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return "", 0, fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	if err != nil {
+		return "", n, err
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+func fleetEvents(t testing.TB, c *clowder, kind string) []map[string]any {
+	var out []map[string]any
+	for _, l := range logLines(t, c.p.logPath) {
+		if l["message"] == "fleet "+kind {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// bigLayer pushes an image whose one layer is n random bytes (a tar of
+// incompressible data) and returns the layer's digest and size.
+func bigLayer(t *testing.T, tl *tools, reg, ref string, n int) (string, int64) {
+	t.Helper()
+	dir := t.TempDir()
+	tarPath := filepath.Join(dir, "big.tar")
+	writeTar(t, tarPath, map[string][]byte{"big.bin": randomBytes(t, n)})
+	command(tl.crane, "append", "--insecure", "--oci-empty-base", "-f", tarPath, "-t", reg+"/"+ref).must(t)
+	m := parseManifest(t, ref, []byte(command(tl.crane, "manifest", "--insecure", reg+"/"+ref).must(t)))
+	if len(m.Layers) != 1 {
+		t.Fatalf("%s has %d layers, want 1", ref, len(m.Layers))
+	}
+	return m.Layers[0].Digest, m.Layers[0].Size
+}
+
+func TestFleet(t *testing.T) {
+	tl := needTools(t)
+	s3 := needS3(t)
+	reg := startRegistry(t, tl)
+	link := startUpstreamLink(t, reg.addr, 1<<30)
+	bucket := fmt.Sprintf("clowder-fleet-%d", time.Now().UnixNano()%1e9)
+
+	fanDigest, fanSize := bigLayer(t, tl, reg.addr, "fleet/fan:1", 24<<20)
+	killDigest, killSize := bigLayer(t, tl, reg.addr, "fleet/kill:1", 32<<20)
+	const names = 15
+	for i := range names {
+		command(tl.crane, "tag", "--insecure", reg.addr+"/fleet/fan:1", fmt.Sprintf("t%d", i)).must(t)
+	}
+
+	reps := []*clowder{
+		startReplica(t, tl, s3, bucket, link.addr, "a"),
+		startReplica(t, tl, s3, bucket, link.addr, "b"),
+		startReplica(t, tl, s3, bucket, link.addr, "c"),
+	}
+
+	t.Run("NamesFromAllReplicas", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for i := range names {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := reps[i%3]
+				req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s/v2/up/fleet/fan/manifests/t%d", c.addr, i), nil)
+				req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Errorf("manifest t%d: %v", i, err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Errorf("manifest t%d via replica %d: %s %s", i, i%3, resp.Status, b)
+				}
+			}()
+		}
+		wg.Wait()
+		// The bucket is a layout: every name is in its index.json.
+		idx := bucketIndex(t, s3, bucket)
+		have := map[string]bool{}
+		for _, d := range idx.Manifests {
+			have[d.Annotations["org.opencontainers.image.ref.name"]] = true
+		}
+		for i := range names {
+			if n := fmt.Sprintf("up/fleet/fan:t%d", i); !have[n] {
+				t.Errorf("index.json in the bucket lacks %s (has %d names)", n, len(have))
+			}
+		}
+	})
+
+	t.Run("OneUpstreamFetchFor30Clients", func(t *testing.T) {
+		link.rate.Store(12 << 20) // 24 MiB in 2 s: every client arrives mid-fill
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		var wg sync.WaitGroup
+		var failed atomic.Int32
+		start := make(chan struct{})
+		for i := range 30 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				got, n, err := fetchBlob(ctx, reps[i%3].addr, "up/fleet/fan", fanDigest)
+				if err != nil || got != fanDigest || n != fanSize {
+					failed.Add(1)
+					t.Errorf("client %d via replica %d: %s, %d bytes, %v; want %s, %d", i, i%3, got, n, err, fanDigest, fanSize)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		gets, bytes, _ := link.stats(fanDigest)
+		t.Logf("30 clients over 3 replicas: upstream blob GETs %d, bytes %d (blob %d)", gets, bytes, fanSize)
+		if gets != 1 || bytes != fanSize {
+			t.Errorf("upstream sent the blob %d times (%d bytes), want once (%d bytes)", gets, bytes, fanSize)
+		}
+		var leases, follows int
+		for _, c := range reps {
+			leases += len(fleetEvents(t, c, "lease"))
+			follows += len(fleetEvents(t, c, "follow"))
+		}
+		if leases != 1 || follows < 2 {
+			t.Errorf("fleet events: %d leases, %d follows; want 1 lease and the two other replicas following", leases, follows)
+		}
+	})
+
+	t.Run("OwnerKilledMidFill", func(t *testing.T) {
+		link.rate.Store(4 << 20) // 32 MiB in 8 s
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		owner, others := reps[0], reps[1:]
+		go func() { _, _, _ = fetchBlob(ctx, owner.addr, "up/fleet/kill", killDigest) }() // dies with its replica
+		waitFor(t, 30*time.Second, "the owner's upstream fetch to pass 4 MiB", func() bool {
+			_, b, _ := link.stats(killDigest)
+			return b >= 4<<20
+		})
+		var wg sync.WaitGroup
+		for i := range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got, n, err := fetchBlob(ctx, others[i%2].addr, "up/fleet/kill", killDigest)
+				if err != nil || got != killDigest || n != killSize {
+					t.Errorf("client %d via a surviving replica: %s, %d bytes, %v; want %s, %d", i, got, n, err, killDigest, killSize)
+				}
+			}()
+		}
+		waitFor(t, 30*time.Second, "the owner's upstream fetch to pass 8 MiB", func() bool {
+			_, b, _ := link.stats(killDigest)
+			return b >= 8<<20
+		})
+		if err := syscall.Kill(-owner.p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_, atKill, _ := link.stats(killDigest)
+		t.Logf("SIGKILL owner replica after %d upstream bytes", atKill)
+		link.rate.Store(16 << 20)
+		wg.Wait()
+		gets, bytes, ranges := link.stats(killDigest)
+		t.Logf("upstream blob GETs %d (Range headers %q), bytes %d (blob %d)", gets, ranges, bytes, killSize)
+		var takeovers int
+		for _, c := range others {
+			takeovers += len(fleetEvents(t, c, "takeover"))
+		}
+		if takeovers != 1 {
+			t.Errorf("takeovers = %d, want exactly 1 surviving replica taking the expired lease", takeovers)
+		}
+		if gets != 2 || !strings.HasPrefix(ranges[len(ranges)-1], "bytes=") {
+			t.Errorf("upstream GETs %d (ranges %q), want the owner's and one resumed ranged GET", gets, ranges)
+		}
+		if bytes > killSize+killSize/4 {
+			t.Errorf("upstream sent %d bytes for a %d-byte blob: the takeover did not resume", bytes, killSize)
+		}
+		// The new owner uploads once it has committed (just after its
+		// clients got their last, verified byte).
+		waitFor(t, 30*time.Second, "the blob in the bucket after the takeover", func() bool {
+			n, err := bucketStat(t, s3, bucket, killDigest)
+			return err == nil && n == killSize
+		})
+	})
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func s3client(t *testing.T, s3 s3env) *minio.Client {
+	t.Helper()
+	u, _ := url.Parse(s3.endpoint)
+	c, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(s3.access, s3.secret, ""), Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type indexDoc struct {
+	Manifests []struct {
+		Digest      string            `json:"digest"`
+		Annotations map[string]string `json:"annotations"`
+	} `json:"manifests"`
+}
+
+func bucketIndex(t *testing.T, s3 s3env, bucket string) indexDoc {
+	t.Helper()
+	obj, err := s3client(t, s3).GetObject(context.Background(), bucket, "index.json", minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Close()
+	var idx indexDoc
+	if err := json.NewDecoder(obj).Decode(&idx); err != nil {
+		t.Fatalf("index.json in the bucket: %v", err)
+	}
+	return idx
+}
+
+func bucketStat(t *testing.T, s3 s3env, bucket, dgst string) (int64, error) {
+	t.Helper()
+	info, err := s3client(t, s3).StatObject(context.Background(), bucket, "blobs/sha256/"+strings.TrimPrefix(dgst, "sha256:"), minio.StatObjectOptions{})
+	return info.Size, err
+}
