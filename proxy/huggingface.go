@@ -138,6 +138,10 @@ type HF struct {
 	mu       sync.Mutex
 	resolved map[string]time.Time // name -> last confirmation (this process)
 	access   map[string]accessEntry
+	// pending are revision names learned from repo-info answers whose
+	// commit has no view yet, by the commit's name (base:commit): they are
+	// added when the view is built.
+	pending map[string]map[string]map[string]string // base:commit -> tag -> annotations
 }
 
 // NewHF returns the Hugging Face front of p for upstream up.
@@ -261,19 +265,8 @@ func (h *HF) refresh(ctx context.Context, repo hf.RepoRef, rev, auth string) (*H
 			return nil, err
 		}
 	}
-	infoDesc, _ := h.storeJSON(ctx, info)
-	ann := map[string]string{AnnotationHFInfo: string(infoDesc)}
-	var access struct {
-		Private bool `json:"private"`
-		Gated   any  `json:"gated"`
-	}
-	_ = json.Unmarshal(info, &access)
-	if g, ok := access.Gated.(bool); access.Private || (access.Gated != nil && !(ok && !g)) {
-		// Fetched with someone's credentials: served only to clients the
-		// hub (or Clowder's rules) let in.
-		ann[AnnotationPrivate] = "true"
-		v.Private = true
-	}
+	ann := h.infoAnnotations(ctx, info)
+	v.Private = ann[AnnotationPrivate] == "true"
 	if err := h.name(ctx, base+":"+meta.SHA, v, ann); err != nil {
 		return nil, err
 	}
@@ -282,8 +275,89 @@ func (h *HF) refresh(ctx context.Context, repo hf.RepoRef, rev, auth string) (*H
 			return nil, err
 		}
 	}
-	v.InfoDigest = infoDesc
+	h.namePending(ctx, base+":"+meta.SHA, v)
+	v.InfoDigest = digest.Digest(ann[AnnotationHFInfo])
 	return v, nil
+}
+
+// infoAnnotations keeps a repo-info answer as a blob and returns the
+// annotations for names resolved by it: the info's digest, and whether the
+// repo is private or gated (fetched with someone's credentials: served only
+// to clients the hub, or Clowder's rules, let in).
+func (h *HF) infoAnnotations(ctx context.Context, info []byte) map[string]string {
+	infoDesc, _ := h.storeJSON(ctx, info)
+	ann := map[string]string{AnnotationHFInfo: string(infoDesc)}
+	var access struct {
+		Private bool `json:"private"`
+		Gated   any  `json:"gated"`
+	}
+	_ = json.Unmarshal(info, &access)
+	if g, ok := access.Gated.(bool); access.Private || (access.Gated != nil && !(ok && !g)) {
+		ann[AnnotationPrivate] = "true"
+	}
+	return ann
+}
+
+// maxPending bounds the revision names waiting for their commit's view.
+const maxPending = 1024
+
+// noteRevision records what a live repo-info answer (the whole document,
+// no query) says: rev is commit sha now. The revision is named at once when
+// the commit's view is held, else as soon as it is built. A client that
+// resolves revisions through the API and then asks for files by commit
+// (a worker Clowder, snapshot_download) so leaves the revision name behind,
+// and the revision resolves with the hub unreachable.
+func (h *HF) noteRevision(ctx context.Context, repo hf.RepoRef, rev string, info []byte) {
+	if rev == "" {
+		rev = "main" // as Resolve reads an empty revision
+	}
+	tag := RevisionTag(rev)
+	if tag == "" || IsCommit(rev) {
+		return
+	}
+	var meta struct {
+		ID  string `json:"id"`
+		SHA string `json:"sha"`
+	}
+	if json.Unmarshal(info, &meta) != nil || !IsCommit(meta.SHA) {
+		return
+	}
+	if meta.ID != "" && strings.EqualFold(meta.ID, repo.ID) {
+		repo.ID = meta.ID
+	}
+	base := h.OCIName(repo)
+	if !ValidName(base) {
+		return
+	}
+	ann := h.infoAnnotations(ctx, info)
+	if d, err := h.p.store.Resolve(ctx, base+":"+meta.SHA); err == nil {
+		if v, err := h.loadView(ctx, repo, d); err == nil {
+			_ = h.name(ctx, base+":"+tag, v, ann)
+			return
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pending == nil || len(h.pending) >= maxPending {
+		h.pending = map[string]map[string]map[string]string{}
+	}
+	key := base + ":" + meta.SHA
+	if h.pending[key] == nil {
+		h.pending[key] = map[string]map[string]string{}
+	}
+	h.pending[key][tag] = ann
+}
+
+// namePending names the revisions noteRevision saw for commitName's view.
+func (h *HF) namePending(ctx context.Context, commitName string, v *HFView) {
+	h.mu.Lock()
+	tags := h.pending[commitName]
+	delete(h.pending, commitName)
+	h.mu.Unlock()
+	base, _, _ := strings.Cut(commitName, ":")
+	for tag, ann := range tags {
+		_ = h.name(ctx, base+":"+tag, v, ann)
+	}
 }
 
 // storeJSON keeps a JSON document (Xet fields stripped) as a blob.
@@ -481,6 +555,9 @@ func (h *HF) Info(ctx context.Context, repo hf.RepoRef, rev, rawQuery, auth stri
 	b, err := h.client.Info(rctx, repo, rev, rawQuery, auth)
 	cancel()
 	if err == nil {
+		if rawQuery == "" {
+			h.noteRevision(ctx, repo, rev, b)
+		}
 		return SanitizeHubJSON(b)
 	}
 	var he *hf.Error

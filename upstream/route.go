@@ -55,6 +55,19 @@ func IsDockerHub(u config.Upstream) bool {
 	return false
 }
 
+// IsDockerHubURL reports whether u's URL is Docker Hub's (its host, not its
+// name: a worker's upstream named docker.io may point at a site Clowder,
+// and Docker Hub credentials must not go there).
+func IsDockerHubURL(u config.Upstream) bool {
+	h := u.Host()
+	for _, d := range dockerHubHosts {
+		if h == d {
+			return true
+		}
+	}
+	return false
+}
+
 // NewRouter builds a router over upstreams (in config order).
 func NewRouter(ups []*Upstream) *Router {
 	r := &Router{byName: map[string]*Upstream{}, byNS: map[string]*Upstream{}}
@@ -65,7 +78,10 @@ func NewRouter(ups []*Upstream) *Router {
 		for _, a := range u.Aliases {
 			r.byNS[a] = u
 		}
-		if h := u.Host(); h != "" {
+		// The URL's host means this upstream as a ?ns= value, unless the
+		// URL has a path: then the host is a site Clowder that serves
+		// several upstreams, and the host alone names none of them.
+		if h := u.Host(); h != "" && u.PathPrefix() == "" {
 			if _, ok := r.byNS[h]; !ok {
 				r.byNS[h] = u
 			}

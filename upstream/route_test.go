@@ -51,3 +51,45 @@ func TestRoute(t *testing.T) {
 		t.Errorf("Route without default = %v, want ErrNoUpstream", err)
 	}
 }
+
+// A worker Clowder's upstreams point at a site Clowder, the site's upstream
+// name as the URL path. Names route on the worker as always; the site's
+// host, shared by several upstreams, names none of them as a ?ns= value.
+func TestRouteTierUpstreams(t *testing.T) {
+	r := NewRouter([]*Upstream{
+		{Upstream: config.Upstream{Name: "docker.io", URL: "http://site:5000/docker.io", Default: true}},
+		{Upstream: config.Upstream{Name: "registry.ollama.ai", Type: config.TypeOllama, URL: "http://site:5000/registry.ollama.ai"}},
+	})
+	r.SetOllama("registry.ollama.ai")
+	cases := []struct {
+		name, ns, ua   string
+		upstream, repo string
+		err            error
+	}{
+		{"alpine", "", "", "docker.io", "library/alpine", nil},
+		{"docker.io/library/alpine", "", "", "docker.io", "library/alpine", nil},
+		{"library/alpine", "docker.io", "", "docker.io", "library/alpine", nil},
+		{"library/qwen2", "", "ollama/0.32.15 (amd64 linux) Go/go1.26", "registry.ollama.ai", "library/qwen2", nil},
+		{"registry.ollama.ai/library/qwen2", "", "", "registry.ollama.ai", "library/qwen2", nil},
+		{"library/alpine", "site:5000", "", "", "", ErrUnknownNamespace},
+	}
+	for _, c := range cases {
+		rt, err := r.RouteRequest(c.name, Request{NS: c.ns, UserAgent: c.ua})
+		if c.err != nil {
+			if !errors.Is(err, c.err) {
+				t.Errorf("RouteRequest(%q, ns=%q) err = %v, want %v", c.name, c.ns, err, c.err)
+			}
+			continue
+		}
+		if err != nil || rt.Upstream.Name != c.upstream || rt.Repo != c.repo {
+			t.Errorf("RouteRequest(%q, ns=%q) = %v %q, %v; want %s %s", c.name, c.ns, rt.Upstream, rt.Repo, err, c.upstream, c.repo)
+		}
+	}
+	// Credentials: by the URL's host, so a worker's docker.io is not Docker Hub.
+	if IsDockerHubURL(config.Upstream{Name: "docker.io", URL: "http://site:5000/docker.io"}) {
+		t.Error("IsDockerHubURL(docker.io at a site Clowder) = true, want false")
+	}
+	if !IsDockerHubURL(config.Upstream{Name: "hub", URL: "https://registry-1.docker.io"}) {
+		t.Error("IsDockerHubURL(https://registry-1.docker.io) = false, want true")
+	}
+}

@@ -63,9 +63,15 @@ type Options struct {
 // Client is an upstream.Source for an OCI/Docker distribution registry with
 // the registry token flow.
 type Client struct {
-	base *url.URL
-	opts Options
-	http *http.Client
+	base *url.URL // scheme and host: every request goes to base + /v2/...
+	// prefix is the path of the configured URL ("docker.io" for
+	// http://site:5000/docker.io): a repository prefix on the registry,
+	// inserted after /v2/ in every URL and named in token scopes. A site
+	// Clowder routes by it, so a worker Clowder reaches one of its upstreams.
+	prefix string
+	orig   string // the URL as configured (for Anonymous)
+	opts   Options
+	http   *http.Client
 
 	mu     sync.Mutex
 	tokens map[tokenKey]token  // by (realm, service, scope)
@@ -83,12 +89,19 @@ type token struct {
 
 var _ upstream.Source = (*Client)(nil)
 
-// New returns a client for the registry at baseURL.
+// New returns a client for the registry at baseURL. A path in baseURL
+// (http://site:5000/docker.io) is a repository prefix: repository
+// library/alpine is asked for as /v2/docker.io/library/alpine/... .
 func New(baseURL string, opts Options) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil {
 		return nil, err
 	}
+	prefix := strings.Trim(u.Path, "/")
+	if u.RawPath != "" || strings.Contains(prefix, "//") || strings.ContainsAny(prefix, "?#%") {
+		return nil, fmt.Errorf("upstream URL %q: the path must be a plain repository prefix", baseURL)
+	}
+	u = &url.URL{Scheme: u.Scheme, Host: u.Host}
 	if opts.Transport == nil {
 		opts.Transport = upstream.NewTransport()
 	}
@@ -98,7 +111,7 @@ func New(baseURL string, opts Options) (*Client, error) {
 	if len(opts.Accept) == 0 {
 		opts.Accept = ManifestAccept
 	}
-	c := &Client{base: u, opts: opts, tokens: map[tokenKey]token{}, byRepo: map[string]tokenKey{}, basic: map[string]bool{}}
+	c := &Client{base: u, prefix: prefix, orig: baseURL, opts: opts, tokens: map[tokenKey]token{}, byRepo: map[string]tokenKey{}, basic: map[string]bool{}}
 	c.http = &http.Client{
 		Transport: opts.Transport,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
@@ -115,11 +128,22 @@ func New(baseURL string, opts Options) (*Client, error) {
 	return c, nil
 }
 
-// Base returns the upstream base URL.
+// Base returns the upstream's scheme and host (without the prefix).
 func (c *Client) Base() *url.URL { return c.base }
 
+// Prefix returns the repository prefix the configured URL's path gave, or "".
+func (c *Client) Prefix() string { return c.prefix }
+
+// Remote returns repo's name on the registry: under the prefix, if any.
+func (c *Client) Remote(repo string) string {
+	if c.prefix == "" {
+		return repo
+	}
+	return c.prefix + "/" + repo
+}
+
 func (c *Client) url(repo, kind, ref string) string {
-	return c.base.String() + "/v2/" + repo + "/" + kind + "/" + ref
+	return c.base.String() + "/v2/" + c.Remote(repo) + "/" + kind + "/" + ref
 }
 
 // Do sends a request for repo with the token flow: cached credentials first,
@@ -206,7 +230,7 @@ func (c *Client) authorize(ctx context.Context, header, repo string) error {
 	}
 	scope := ch.Params["scope"]
 	if scope == "" {
-		scope = "repository:" + repo + ":pull"
+		scope = "repository:" + c.Remote(repo) + ":pull"
 	}
 	key := tokenKey{realm: realm, service: ch.Params["service"], scope: scope}
 	c.mu.Lock()
@@ -466,7 +490,7 @@ func parseContentRange(s string) (start, end, total int64, ok bool) {
 
 // Tags implements upstream.Lister.
 func (c *Client) Tags(ctx context.Context, repo, rawQuery string) ([]string, string, error) {
-	u := c.base.String() + "/v2/" + repo + "/tags/list"
+	u := c.base.String() + "/v2/" + c.Remote(repo) + "/tags/list"
 	if rawQuery != "" {
 		u += "?" + rawQuery
 	}
@@ -587,7 +611,7 @@ func MediaTypeOf(body []byte, contentType string) string {
 func (c *Client) Anonymous() *Client {
 	opts := c.opts
 	opts.Credentials = nil
-	a, _ := New(c.base.String(), opts)
+	a, _ := New(c.orig, opts)
 	return a
 }
 
