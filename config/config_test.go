@@ -60,7 +60,7 @@ func TestRefusals(t *testing.T) {
 		{"upstreams:\n  - name: a\n    url: http://x\n    colour: red\n", `unknown key "colour"`},
 		{"upstreams:\n  - name: a\n    url: ftp://x\n", "upstreams[0] (a).url"},
 		{"upstreams:\n  - name: a\n    url: 'not a url'\n", "upstreams[0] (a).url"},
-		{"upstreams:\n  - name: a\n    url: https://x/some/path\n", "upstreams[0] (a).url"},
+		{"upstreams:\n  - name: a\n    url: https://x/Some/Path\n", "upstreams[0] (a).url"},
 		{"upstreams:\n  - {name: a, url: 'http://x', default: true}\n  - {name: b, url: 'http://y', default: true}\n", "upstreams[1] (b).default"},
 		{"upstreams:\n  - {name: 'Docker.IO', url: 'http://x'}\n", "upstreams[0] (Docker.IO).name"},
 		{"upstreams:\n  - {name: 'host:5000', url: 'http://x'}\n", "upstreams[0] (host:5000).name"},
