@@ -1,7 +1,8 @@
 # Clowder: pull-through caching registry proxy.
 #
 #   make run        run the proxy on the embedded default config (127.0.0.1:5000)
-#   make test       everything CI runs: vet, gofmt, unit + race, real-client e2e, OCI conformance
+#   make test       everything CI runs: vet, gofmt, unit + race, real-client e2e, OCI conformance,
+#                   the s3 backend and a 3-replica fleet on SeaweedFS
 #   make bench      benchmarks against nginx and the CNCF distribution registry
 #   make test-long  the large field cases (GiB blobs, slow upstreams)
 #   make fuzz       every fuzz target for 30 s (FUZZTIME=5m for longer)
@@ -38,7 +39,7 @@ unit:
 e2e: tools build
 	CLOWDER_E2E=1 CLOWDER_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 15m -v ./e2e/... 2>&1 | tee .e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)' ; test $${PIPESTATUS[0]} -eq 0
 
-test: lint unit fuzz-short e2e conformance
+test: lint unit fuzz-short e2e conformance test-s3
 
 # Every fuzz target (hack/fuzz.sh): 2 s each in make test (~50 s for all),
 # 30 s each in make fuzz; FUZZTIME=5m make fuzz for a longer run.
@@ -49,10 +50,11 @@ fuzz:
 fuzz-short:
 	GO=$(GO) ./hack/fuzz.sh 2s
 
-# The s3 backend against SeaweedFS (built once, ~7.5 min, cached); not in
-# `make test` until the scale-out issue lands.
-test-s3: tool-seaweedfs
-	GO=$(GO) bash hack/test-s3.sh
+# The s3 backend and a fleet of replicas against SeaweedFS (built once,
+# ~7.5 min, cached under $(TOOLS_DIR)): cas/s3store's conformance tests, then
+# e2e TestFleet (3 clowder processes on one bucket).
+test-s3: tool-seaweedfs tools build
+	GO=$(GO) CLOWDER_BIN=$(abspath $(BIN)) bash hack/test-s3.sh
 
 test-long:
 	CLOWDER_LONG=1 $(GO) test -count=1 -timeout 60m -run 'Long' -v ./...

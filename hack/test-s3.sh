@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the s3 backend's tests against a real S3 engine: SeaweedFS (`weed
+# Runs the s3 backend's tests and the fleet e2e against a real S3 engine: SeaweedFS (`weed
 # mini`) on loopback in a temp dir, stopped on exit. Used by `make test-s3`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -9,5 +9,10 @@ bash "$here/seaweedfs-sandbox.sh" start "$dir" >/dev/null
 export CLOWDER_S3_ENDPOINT=$(cat "$dir/endpoint")
 export CLOWDER_S3_ACCESS_KEY=${S3_ACCESS_KEY:-clowder} CLOWDER_S3_SECRET_KEY=${S3_SECRET_KEY:-clowder-secret}
 echo "s3: SeaweedFS at $CLOWDER_S3_ENDPOINT"
-${GO:-go} test -race -count=1 -timeout 10m -v ./cas/s3store/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'
+filter() { grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; }
+${GO:-go} test -race -count=1 -timeout 10m -v ./cas/s3store/ 2>&1 | filter
+rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] || exit "$rc"
+# The fleet: clowder processes on one bucket, real registry upstream.
+CLOWDER_E2E=1 ${GO:-go} test -count=1 -timeout 10m -v -run 'TestFleet' ./e2e/ 2>&1 | tee .fleet.log | filter
 exit "${PIPESTATUS[0]}"

@@ -89,3 +89,77 @@ func TestS3ReplicasShareNamesAndBlobs(t *testing.T) {
 		t.Errorf("second writer: %v", err)
 	}
 }
+
+// local_cache_size: without it no local copy outlives its upload; with it
+// the copies stay under the bound (least recently used go first) and a blob
+// read from the bucket is copied locally for the next reader.
+func TestS3LocalCache(t *testing.T) {
+	ep := os.Getenv("CLOWDER_S3_ENDPOINT")
+	if ep == "" {
+		t.Skip("needs an S3 endpoint: make test-s3")
+	}
+	ctx := context.Background()
+	bucket := freshBucket()
+	open := func(limit int64) *s3store.Store {
+		s, err := s3store.New(ctx, s3store.Options{
+			Endpoint: ep, Bucket: bucket, Region: "us-east-1",
+			AccessKey: os.Getenv("CLOWDER_S3_ACCESS_KEY"), SecretKey: os.Getenv("CLOWDER_S3_SECRET_KEY"),
+			Root: t.TempDir(), LocalCacheSize: limit,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	blob := func(i int) ([]byte, digest.Digest) {
+		b := make([]byte, 100<<10)
+		for j := range b {
+			b[j] = byte(i + j*7)
+		}
+		return b, digest.FromBytes(b)
+	}
+	localHas := func(s *s3store.Store, d digest.Digest) bool {
+		_, err := s.Local().Stat(ctx, d)
+		return err == nil
+	}
+
+	none := open(0)
+	var ds []digest.Digest
+	for i := range 4 {
+		b, d := blob(i)
+		ds = append(ds, d)
+		if _, err := cas.Ingest(ctx, none, ocispec.Descriptor{Digest: d, Size: int64(len(b))}, bytesReader(b)); err != nil {
+			t.Fatal(err)
+		}
+		if localHas(none, d) {
+			t.Errorf("local_cache_size 0: blob %d kept locally after its upload", i)
+		}
+	}
+	if got, err := cas.ReadAll(ctx, none, ds[0], 1<<20); err != nil || digest.FromBytes(got) != ds[0] {
+		t.Errorf("read from the bucket: %v", err)
+	}
+
+	// 250 KiB holds two 100 KiB copies.
+	cached := open(250 << 10)
+	for _, d := range ds[:3] {
+		if got, err := cas.ReadAll(ctx, cached, d, 1<<20); err != nil || digest.FromBytes(got) != d {
+			t.Fatalf("read %s: %v", d, err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !localHas(cached, d) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no local copy of %s 10 s after reading it from the bucket", d)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	var held int
+	for _, d := range ds {
+		if localHas(cached, d) {
+			held++
+		}
+	}
+	if held != 2 || localHas(cached, ds[0]) {
+		t.Errorf("local copies = %d (first read still held: %v), want the 2 most recently used under a 250 KiB bound", held, localHas(cached, ds[0]))
+	}
+}
