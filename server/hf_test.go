@@ -126,9 +126,17 @@ func TestHFResolveHeadersAndBytes(t *testing.T) {
 	if n := f.hub.CDNGets(testutil.SHA256(f.weight)); n != 1 {
 		t.Errorf("CDN downloads of the LFS file = %d, want 1", n)
 	}
-	// Every file is one blob under blobs/sha256, named by content.
+	// Every file is one blob under blobs/sha256, named by content (the
+	// commit follows the client's last, verified byte by a moment).
 	for _, c := range cases {
-		if _, err := os.Stat(filepath.Join(e.root, "blobs/sha256", digest.FromBytes(c.data).Encoded())); err != nil {
+		p := filepath.Join(e.root, "blobs/sha256", digest.FromBytes(c.data).Encoded())
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if _, err = os.Stat(p); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
 			t.Errorf("%s not stored by sha256: %v", c.path, err)
 		}
 	}

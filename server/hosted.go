@@ -81,6 +81,14 @@ func hostedPath(p string) (name, kind, ref string, ok bool) {
 // another registry (containerd's mirror parameter) and are not hosted.
 func (s *Server) serveHosted(w http.ResponseWriter, r *http.Request) bool {
 	h := s.opts.Hosted
+	if h == nil && r.Method != http.MethodGet && r.Method != http.MethodHead && !r.URL.Query().Has("ns") {
+		// No hosted repositories here (the s3 backend's replicas do not
+		// share the blob links they need): say so instead of a bare 404.
+		if _, _, _, ok := hostedPath(r.URL.Path); ok {
+			writeError(w, r, errorf(http.StatusMethodNotAllowed, CodeUnsupported, "this Clowder accepts no pushes: hosted repositories need storage.type local"))
+			return true
+		}
+	}
 	if h == nil || r.URL.Query().Has("ns") {
 		return false
 	}
