@@ -199,12 +199,15 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (cas.Blob, error) {
 	if err := cas.ValidateDigest(d); err != nil {
 		return nil, err
 	}
-	if b, err := s.local.Open(ctx, d); err == nil {
+	b, err := s.local.Open(ctx, d)
+	if err == nil {
 		s.cache.touch(d)
 		return b, nil
 	} else if !errors.Is(err, cas.ErrNotFound) {
 		return nil, err
 	}
+	// Asked every time (another replica's GC may have removed it; then
+	// the caller fills it again instead of failing mid-answer).
 	size, err := s.statBucket(ctx, d)
 	if err != nil {
 		return nil, err
