@@ -276,6 +276,13 @@ func TestFleet(t *testing.T) {
 		if leases != 1 || follows < 2 {
 			t.Errorf("fleet events: %d leases, %d follows; want 1 lease and the two other replicas following", leases, follows)
 		}
+		var followMetric int
+		for _, c := range reps {
+			followMetric += scrapeCounter(t, c.addr, `clowder_fleet_fills_total{kind="follow"}`)
+		}
+		if followMetric != follows {
+			t.Errorf("clowder_fleet_fills_total{kind=\"follow\"} summed over replicas = %d, want %d (the log's follow lines)", followMetric, follows)
+		}
 	})
 
 	t.Run("OwnerKilledMidFill", func(t *testing.T) {
@@ -332,6 +339,25 @@ func TestFleet(t *testing.T) {
 			return err == nil && n == killSize
 		})
 	})
+}
+
+// scrapeCounter reads one sample from a replica's /metrics (0 when absent).
+func scrapeCounter(t *testing.T, addr, sample string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			var n float64
+			fmt.Sscan(v, &n)
+			return int(n)
+		}
+	}
+	return 0
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {

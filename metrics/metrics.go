@@ -25,6 +25,7 @@ type Metrics struct {
 	UpstreamBytes *prometheus.CounterVec   // upstream
 	UpstreamErrs  *prometheus.CounterVec   // upstream
 	Fills         *prometheus.CounterVec   // result (done, failed, retry)
+	Fleet         *prometheus.CounterVec   // kind (lease, follow, takeover)
 
 	storeBytes   prometheus.Gauge
 	storeObjects prometheus.Gauge
@@ -41,11 +42,12 @@ func New(inFlight func() int) *Metrics {
 	m.UpstreamBytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clowder_upstream_bytes_total", Help: "Response bytes read from each upstream."}, []string{"upstream"})
 	m.UpstreamErrs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clowder_upstream_errors_total", Help: "Upstream requests that failed (transport errors and 5xx/429 answers)."}, []string{"upstream"})
 	m.Fills = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clowder_fills_total", Help: "Blob fills by result (done, failed) and resumes (retry)."}, []string{"result"})
+	m.Fleet = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clowder_fleet_fills_total", Help: "Fills coordinated with other replicas of a shared s3 store: lease (this replica fetches upstream), follow (streamed from the replica holding the lease), takeover (an expired lease taken over)."}, []string{"kind"})
 	m.storeBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "clowder_store_bytes", Help: "Bytes held under blobs/ and referenced by names."})
 	m.storeObjects = prometheus.NewGauge(prometheus.GaugeOpts{Name: "clowder_store_objects", Help: "Blobs referenced by names."})
 	m.storeNames = prometheus.NewGauge(prometheus.GaugeOpts{Name: "clowder_store_names", Help: "Names in index.json."})
 	m.dedupSaved = prometheus.NewGauge(prometheus.GaugeOpts{Name: "clowder_dedup_saved_bytes", Help: "Bytes that content addressing saves: referenced bytes minus bytes on disk."})
-	m.reg.MustRegister(m.Requests, m.Duration, m.Cache, m.UpstreamBytes, m.UpstreamErrs, m.Fills,
+	m.reg.MustRegister(m.Requests, m.Duration, m.Cache, m.UpstreamBytes, m.UpstreamErrs, m.Fills, m.Fleet,
 		m.storeBytes, m.storeObjects, m.storeNames, m.dedupSaved,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "clowder_fills_in_flight", Help: "Blob fills running now."}, func() float64 { return float64(inFlight()) }),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -88,14 +88,15 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	}
 	store, local := st.store, st.local
 	filler := cas.NewFiller(store)
+	filler.Idle = time.Duration(cfg.FillIdleTimeout)
+	m := metrics.New(filler.InFlight)
 	if st.s3 != nil {
 		filler.Coordinator = st.s3
 		st.s3.OnFleetEvent(func(kind string, d digest.Digest, peer string) {
+			m.Fleet.WithLabelValues(kind).Inc()
 			log.Info().Str("digest", d.String()).Str("peer", peer).Msg("fleet " + kind)
 		})
 	}
-	filler.Idle = time.Duration(cfg.FillIdleTimeout)
-	m := metrics.New(filler.InFlight)
 	filler.OnEvent = func(ev cas.FillEvent) {
 		if ev.Kind != "start" {
 			m.Fills.WithLabelValues(ev.Kind).Inc()
