@@ -1,7 +1,10 @@
 package server_test
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 )
@@ -10,6 +13,13 @@ import (
 // (a strict reader: it verifies blob digests) and finds name -> digest.
 func assertLayoutValid(t *testing.T, root, name, digest string) {
 	t.Helper()
+	// A fill commits a moment after its clients got the last, verified
+	// byte: wait for the ingest folder to empty.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if ents, _ := os.ReadDir(filepath.Join(root, ".clowder", "ingest")); len(ents) == 0 {
+			break
+		}
+	}
 	p, err := layout.FromPath(root)
 	if err != nil {
 		t.Fatalf("layout.FromPath: %v", err)
