@@ -287,6 +287,13 @@ func (c *coordinated) renew() {
 		c.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), c.f.ttl/3)
 		newETag, ok, err := c.f.putLease(ctx, c.d, etag)
+		if err == nil && !ok {
+			// A renewal the bucket applied but whose answer was lost (a
+			// timeout) left us a stale ETag: the lease is still ours.
+			if l, cur, found, rerr := c.f.readLease(ctx, c.d); rerr == nil && found && l.Instance == c.f.instance {
+				newETag, ok = cur, true
+			}
+		}
 		cancel()
 		if err != nil {
 			continue // try again next tick; the lease may still be ours
@@ -317,14 +324,13 @@ func (c *coordinated) release() {
 	}
 	close(stop)
 	<-done
-	c.mu.Lock()
-	etag := c.etag
-	c.mu.Unlock()
-	if etag == "" {
-		return
-	}
+	// Remove the lease if it is still ours (a renewal whose answer was
+	// lost leaves c.etag stale; a replica that took over owns it now).
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if l, _, found, err := c.f.readLease(ctx, c.d); err != nil || !found || l.Instance != c.f.instance {
+		return
+	}
 	_ = c.f.s.c.RemoveObject(ctx, c.f.s.bucket, c.f.s.key(leaseKey(c.d)), minio.RemoveObjectOptions{})
 }
 

@@ -1,0 +1,68 @@
+package s3store
+
+import (
+	"context"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// newFleetStore opens a replica of bucket with fill leases (lease_ttl ttl).
+func newFleetStore(t *testing.T, bucket string, ttl time.Duration) *Store {
+	t.Helper()
+	ep := os.Getenv("CLOWDER_S3_ENDPOINT")
+	if ep == "" {
+		t.Skip("needs an S3 endpoint: make test-s3")
+	}
+	s, err := New(context.Background(), Options{
+		Endpoint: ep, Bucket: bucket, Region: "us-east-1",
+		AccessKey: os.Getenv("CLOWDER_S3_ACCESS_KEY"), SecretKey: os.Getenv("CLOWDER_S3_SECRET_KEY"),
+		Root: t.TempDir(), Advertise: "http://127.0.0.1:1", LeaseTTL: ttl, FleetKey: FleetKey("k"),
+	})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return s
+}
+
+// A renewal the bucket applied but whose answer never arrived (a timeout
+// under load) leaves the owner with a stale ETag: the owner must keep its
+// lease (not stop renewing, so no other replica takes over a live fill) and
+// remove it when the fill ends (not leave it in the bucket).
+func TestLeaseRenewAfterLostAnswer(t *testing.T) {
+	ttl := 600 * time.Millisecond
+	s := newFleetStore(t, "clowder-lease-"+strings.ToLower(time.Now().Format("150405.000000000")[7:]), ttl)
+	ctx := context.Background()
+	d := digest.FromString("lease renew")
+	up := func(context.Context, int64) (io.ReadCloser, int64, int64, error) {
+		return io.NopCloser(strings.NewReader("lease renew")), 0, 11, nil
+	}
+	fetch, release := s.Coordinate(ocispec.Descriptor{Digest: d, Size: 11}, up)
+	body, _, _, err := fetch(ctx, 0)
+	if err != nil {
+		t.Fatalf("fetch = %v", err)
+	}
+	body.Close()
+	// The renewal that was applied without our hearing of it.
+	_, etag, found, err := s.fleet.readLease(ctx, d)
+	if err != nil || !found {
+		t.Fatalf("readLease = found %v, %v; want our lease", found, err)
+	}
+	if _, ok, err := s.fleet.putLease(ctx, d, etag); !ok || err != nil {
+		t.Fatalf("putLease = %v, %v", ok, err)
+	}
+	time.Sleep(2 * ttl)
+	l, _, found, err := s.fleet.readLease(ctx, d)
+	if err != nil || !found || l.Instance != s.fleet.instance || time.Now().After(l.Expires) {
+		t.Errorf("lease 2 x lease_ttl later = %+v (found %v, %v), want ours and live", l, found, err)
+	}
+	release()
+	if _, _, found, err := s.fleet.readLease(ctx, d); found || err != nil {
+		t.Errorf("lease after release: found %v, %v; want removed", found, err)
+	}
+}
