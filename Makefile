@@ -59,7 +59,7 @@ test-s3: tool-seaweedfs tools build
 test-long:
 	CLOWDER_LONG=1 $(GO) test -count=1 -timeout 60m -run 'Long' -v ./...
 
-bench: tools build
+bench: tools tool-seaweedfs build
 	CLOWDER_BIN=$(abspath $(BIN)) $(GO) run ./bench $(BENCH_FLAGS)
 
 clean:

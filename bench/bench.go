@@ -50,7 +50,7 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	seed := uint64(time.Now().UnixNano())
-	needBig := b.o.only["warm"] || b.o.only["fanout"]
+	needBig := b.o.only["warm"] || b.o.only["fanout"] || b.o.only["s3"]
 	if needBig {
 		logf("writing a %s random blob", human(b.o.size))
 		if b.big, b.bigPath, err = b.writeBlob(seed, b.o.size); err != nil {
@@ -263,14 +263,26 @@ func (b *bench) pushImage(ctx context.Context, base, repo, tag string, man []byt
 
 // waitFile polls until path exists (a blob committed into a cache).
 func waitFile(ctx context.Context, path string, d time.Duration) bool {
+	return waitFor(ctx, d, fileExists(path))
+}
+
+// waitFor polls until ok() or d has passed.
+func waitFor(ctx context.Context, d time.Duration, ok func() bool) bool {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if _, err := os.Stat(path); err == nil {
+		if ok() {
 			return true
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return false
+}
+
+func fileExists(path string) func() bool {
+	return func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	}
 }
 
 func clowderBlobPath(root, dgst string) string {

@@ -1,7 +1,8 @@
 // Command bench measures Clowder against nginx and the CNCF distribution
 // registry on loopback: warm blob throughput, cold fan-out from a throttled
-// upstream, cold image pull, manifest requests per second and Clowder's peak
-// RSS. `make bench` runs it; see bench/README.md.
+// upstream, cold image pull, manifest requests per second, warm throughput
+// on the s3 backend (SeaweedFS) and Clowder's peak RSS. `make bench` runs
+// it; see bench/README.md.
 package main
 
 import (
@@ -36,6 +37,7 @@ type options struct {
 	clowderBin  string
 	clowderAlt  string
 	registryBin string
+	weedBin     string
 	dir         string
 	keep        bool
 	verify      bool
@@ -61,10 +63,10 @@ func parseFlags() (*options, error) {
 	o := &options{}
 	var size, rate, layerSize, conc, only string
 	var quick bool
-	flag.StringVar(&size, "size", "1GiB", "blob size for the warm and fan-out scenarios")
+	flag.StringVar(&size, "size", "1GiB", "blob size for the warm, fan-out and s3 scenarios")
 	flag.BoolVar(&quick, "quick", false, "quick run: -size 256MiB -layer-size 32MiB -rps-duration 1s (explicit flags win)")
 	flag.IntVar(&o.runs, "runs", 3, "runs per scenario and system; the table shows the median")
-	flag.StringVar(&conc, "conc", "1,8", "concurrent clients for warm blob throughput")
+	flag.StringVar(&conc, "conc", "1,8", "concurrent clients for warm blob throughput (warm, s3)")
 	flag.IntVar(&o.fanout, "fanout", 32, "clients in the cold fan-out scenario")
 	flag.StringVar(&rate, "rate", "200MB", "upstream link rate per second, shared by all upstream connections")
 	flag.IntVar(&o.layers, "layers", 8, "layers in the cold image pull")
@@ -73,7 +75,7 @@ func parseFlags() (*options, error) {
 	flag.DurationVar(&o.rpsDur, "rps-duration", 3*time.Second, "load duration per manifest measurement")
 	flag.IntVar(&o.rpsConc, "rps-conc", 32, "goroutines (keep-alive connections) for manifest load")
 	flag.Float64Var(&o.distCut, "dist-cut", 3, "stop distribution's fan-out after this many times the direct download time (it fetches once per client)")
-	flag.StringVar(&only, "only", "warm,fanout,image,manifest", "scenarios to run")
+	flag.StringVar(&only, "only", "warm,fanout,image,manifest,s3", "scenarios to run")
 	flag.StringVar(&o.clowderAlt, "clowder-alt", "", "a second clowder binary to measure in the warm scenario (e.g. a sendfile build)")
 	flag.StringVar(&o.dir, "dir", "", "parent of the temp directory (default $TMPDIR)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp directory (logs, configs)")
@@ -115,7 +117,7 @@ func parseFlags() (*options, error) {
 	for _, s := range strings.Split(only, ",") {
 		s = strings.TrimSpace(s)
 		switch s {
-		case "warm", "fanout", "image", "manifest":
+		case "warm", "fanout", "image", "manifest", "s3":
 			o.only[s] = true
 		case "":
 		default:
@@ -139,6 +141,11 @@ func parseFlags() (*options, error) {
 	if o.registryBin == "" {
 		home, _ := os.UserHomeDir()
 		o.registryBin = filepath.Join(home, ".cache/clowder/tools/bin/registry")
+	}
+	o.weedBin = os.Getenv("WEED")
+	if o.weedBin == "" {
+		home, _ := os.UserHomeDir()
+		o.weedBin = filepath.Join(home, ".cache/clowder/tools/bin/weed")
 	}
 	return o, nil
 }
@@ -186,7 +193,7 @@ func run(o *options) int {
 		for _, sc := range []struct {
 			name string
 			fn   func(context.Context) error
-		}{{"warm", b.warm}, {"fanout", b.fanout}, {"image", b.image}, {"manifest", b.manifest}} {
+		}{{"warm", b.warm}, {"fanout", b.fanout}, {"image", b.image}, {"manifest", b.manifest}, {"s3", b.s3}} {
 			if !o.only[sc.name] {
 				continue
 			}

@@ -161,6 +161,12 @@ func waitHTTP(ctx context.Context, p *proc, url string) error {
 // --- Clowder ---
 
 func (b *bench) startClowder(ctx context.Context, bin, tag, root string) (*proc, string, error) {
+	return b.startClowderWith(ctx, bin, tag, root, "")
+}
+
+// startClowderWith starts a clowder whose config is the bench's upstream
+// plus extra (top-level YAML: storage, local_cache_size).
+func (b *bench) startClowderWith(ctx context.Context, bin, tag, root, extra string) (*proc, string, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -168,8 +174,8 @@ func (b *bench) startClowder(ctx context.Context, bin, tag, root string) (*proc,
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, "", err
 	}
-	cfg := filepath.Join(b.tmp, "clowder.yaml")
-	text := fmt.Sprintf("upstreams:\n  - name: up\n    type: oci\n    url: %s\n    tag_ttl: 1h\n", b.up.url)
+	cfg := filepath.Join(b.tmp, "clowder-"+tag+".yaml")
+	text := fmt.Sprintf("upstreams:\n  - name: up\n    type: oci\n    url: %s\n    tag_ttl: 1h\n%s", b.up.url, extra)
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		return nil, "", err
 	}

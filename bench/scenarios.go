@@ -22,20 +22,9 @@ func (b *bench) warm(ctx context.Context) error {
 	root := filepath.Join(b.tmp, "clowder-warm")
 	b.up.setRate(0)
 	logf("warming clowder (one GET through it, upstream unthrottled)")
-	p, base, err := b.startClowder(ctx, o.clowderBin, "warm-fill", root)
-	if err != nil {
-		return err
-	}
-	res, _ := parallelGet(ctx, base+"/v2/up/bench/big/blobs/"+b.big, 1, o.size, false)
-	if err := firstErr(res); err != nil {
-		p.stop()
+	if err := b.primeClowder(ctx, "warm-fill", root, "", fileExists(clowderBlobPath(root, b.big))); err != nil {
 		return fmt.Errorf("warming clowder: %w", err)
 	}
-	if !waitFile(ctx, clowderBlobPath(root, b.big), 2*time.Minute) {
-		p.stop()
-		return fmt.Errorf("warming clowder: blob not committed:\n%s", p.tail())
-	}
-	p.stop()
 
 	ngx, ngxOff, ngxOn, err := b.startNginx(ctx, b.data)
 	if err != nil {
@@ -55,11 +44,7 @@ func (b *bench) warm(ctx context.Context) error {
 	hx := filepath.Base(b.bigPath)
 
 	for ci, c := range o.conc {
-		scen := fmt.Sprintf("warm %s c=%d", human(o.size), c)
-		reps := max(1, int((4<<30+int64(c)*o.size-1)/(int64(c)*o.size)))
-		if reps > 1 {
-			scen += fmt.Sprintf(" x%d", reps)
-		}
+		scen, reps := b.warmScenario("warm", c)
 		logf("-- %s", scen)
 		// A fresh clowder (and distribution) per scenario, on the warm root,
 		// so VmHWM is this scenario's.
@@ -93,55 +78,13 @@ func (b *bench) warm(ctx context.Context) error {
 			systems = append(systems, system{"clowder-alt", abase + "/v2/up/bench/big/blobs/" + b.big, ap})
 		}
 		b.up.reset()
-		vals := map[string][]float64{}
-		if ci == 0 {
-			// One untimed GET each: page cache, connection paths.
-			for _, s := range systems {
-				res, _ := parallelGet(ctx, s.url, 1, o.size, false)
-				if err := firstErr(res); err != nil {
-					cp.stop()
-					ap.stop()
-					dp.stop()
-					return fmt.Errorf("%s: %w", s.name, err)
-				}
-			}
-		}
-		// Each run moves at least 4 GiB (reps sequential rounds) so a run
-		// lasts about a second.
-		for run := range o.runs {
-			for _, s := range systems {
-				var wall time.Duration
-				for range reps {
-					res, w := parallelGet(ctx, s.url, c, o.size, o.verify)
-					if err := firstErr(res); err != nil {
-						cp.stop()
-						ap.stop()
-						dp.stop()
-						return fmt.Errorf("%s: %w", s.name, err)
-					}
-					if o.verify {
-						for _, r := range res {
-							if r.digest != b.big {
-								return fmt.Errorf("%s: body hashes to %s", s.name, r.digest)
-							}
-						}
-					}
-					wall += w
-				}
-				gbps := float64(int64(reps*c)*o.size) / wall.Seconds() / 1e9
-				vals[s.name] = append(vals[s.name], gbps)
-				b.vlogf("   run %d %-22s %.2f GB/s", run+1, s.name, gbps)
-			}
-		}
-		rss := map[string]int64{}
-		for _, s := range systems {
-			if s.p != nil {
-				rss[s.name] = s.p.hwm()
-			}
-		}
+		vals, rss, err := b.measureWarm(ctx, systems, c, reps, ci == 0)
 		cp.stop()
 		ap.stop()
 		dp.stop()
+		if err != nil {
+			return err
+		}
 		if n := b.up.counts().blobGets; n != 0 {
 			b.notes = append(b.notes, fmt.Sprintf("%s: clowder went upstream %d times (cache not warm?)", scen, n))
 		}
@@ -168,6 +111,81 @@ func (b *bench) warm(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// warmScenario names a warm-throughput scenario for c clients and returns
+// how many sequential rounds make a run move at least 4 GiB (about a second).
+func (b *bench) warmScenario(prefix string, c int) (string, int) {
+	scen := fmt.Sprintf("%s %s c=%d", prefix, human(b.o.size), c)
+	reps := max(1, int((4<<30+int64(c)*b.o.size-1)/(int64(c)*b.o.size)))
+	if reps > 1 {
+		scen += fmt.Sprintf(" x%d", reps)
+	}
+	return scen, reps
+}
+
+// primeClowder starts a clowder on root (extra: config for
+// startClowderWith), GETs the big blob once through it, waits until ready()
+// (the copy it must leave behind exists) and stops it.
+func (b *bench) primeClowder(ctx context.Context, tag, root, extra string, ready func() bool) error {
+	p, base, err := b.startClowderWith(ctx, b.o.clowderBin, tag, root, extra)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	res, _ := parallelGet(ctx, base+"/v2/up/bench/big/blobs/"+b.big, 1, b.o.size, false)
+	if err := firstErr(res); err != nil {
+		return err
+	}
+	if !waitFor(ctx, 2*time.Minute, ready) {
+		return fmt.Errorf("blob not stored within 2m:\n%s", p.tail())
+	}
+	return nil
+}
+
+// measureWarm runs -runs runs of reps rounds of c clients GETting the big
+// blob from each system, systems interleaved within a run (after one untimed
+// GET each when warmUp: page cache, connection paths). It returns GB/s per
+// run and the peak RSS of the systems' own processes, by system name.
+func (b *bench) measureWarm(ctx context.Context, systems []system, c, reps int, warmUp bool) (map[string][]float64, map[string]int64, error) {
+	if warmUp {
+		for _, s := range systems {
+			res, _ := parallelGet(ctx, s.url, 1, b.o.size, false)
+			if err := firstErr(res); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", s.name, err)
+			}
+		}
+	}
+	vals := map[string][]float64{}
+	for run := range b.o.runs {
+		for _, s := range systems {
+			var wall time.Duration
+			for range reps {
+				res, w := parallelGet(ctx, s.url, c, b.o.size, b.o.verify)
+				if err := firstErr(res); err != nil {
+					return nil, nil, fmt.Errorf("%s: %w", s.name, err)
+				}
+				if b.o.verify {
+					for _, r := range res {
+						if r.digest != b.big {
+							return nil, nil, fmt.Errorf("%s: body hashes to %s", s.name, r.digest)
+						}
+					}
+				}
+				wall += w
+			}
+			gbps := float64(int64(reps*c)*b.o.size) / wall.Seconds() / 1e9
+			vals[s.name] = append(vals[s.name], gbps)
+			b.vlogf("   run %d %-24s %.2f GB/s", run+1, s.name, gbps)
+		}
+	}
+	rss := map[string]int64{}
+	for _, s := range systems {
+		if s.p != nil {
+			rss[s.name] = s.p.hwm()
+		}
+	}
+	return vals, rss, nil
 }
 
 // fanout: fan-out clients GET the same uncached blob at once; the upstream

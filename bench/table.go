@@ -123,7 +123,7 @@ func (b *bench) printTable(w io.Writer, took time.Duration) {
 	}
 	if misses > 0 {
 		fmt.Fprintf(w, "\n%d target(s) missed.\n", misses)
-	} else if len(b.rows) > 0 {
+	} else if slices.ContainsFunc(b.rows, func(r row) bool { return r.hasTarget }) {
 		fmt.Fprintln(w, "\nall targets met.")
 	}
 }
