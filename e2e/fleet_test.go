@@ -115,8 +115,13 @@ func needS3(t *testing.T) s3env {
 	return e
 }
 
-// startReplica runs a clowder replica on bucket with upstream `up`.
-func startReplica(t *testing.T, tl *tools, s3 s3env, bucket, upAddr, name string) *clowder {
+// fleetBucket is the one bucket fleet tests share, each under a key prefix
+// of its own (an S3 engine on a small disk has room for few buckets).
+const fleetBucket = "clowder-test"
+
+// startReplica runs a clowder replica on the prefix of fleetBucket with
+// upstream `up`.
+func startReplica(t *testing.T, tl *tools, s3 s3env, prefix, upAddr, name string) *clowder {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
@@ -127,6 +132,7 @@ storage:
   s3:
     endpoint: %s
     bucket: %s
+    prefix: %s
     access_key: %s
     secret_key: %s
 upstreams:
@@ -134,7 +140,7 @@ upstreams:
     type: oci
     url: http://%s
     tag_ttl: 1h
-`, filepath.Join(dir, "root"), s3.endpoint, bucket, s3.access, s3.secret, upAddr)
+`, filepath.Join(dir, "root"), s3.endpoint, fleetBucket, prefix, s3.access, s3.secret, upAddr)
 	p := filepath.Join(dir, "clowder.yaml")
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -192,7 +198,7 @@ func TestFleet(t *testing.T) {
 	s3 := needS3(t)
 	reg := startRegistry(t, tl)
 	link := startUpstreamLink(t, reg.addr, 1<<30)
-	bucket := fmt.Sprintf("clowder-fleet-%d", time.Now().UnixNano()%1e9)
+	bucket := fmt.Sprintf("fleet-%d/", time.Now().UnixNano()%1e9) // the key prefix
 
 	fanDigest, fanSize := bigLayer(t, tl, reg.addr, "fleet/fan:1", 24<<20)
 	killDigest, killSize := bigLayer(t, tl, reg.addr, "fleet/kill:1", 32<<20)
@@ -282,6 +288,27 @@ func TestFleet(t *testing.T) {
 		}
 		if followMetric != follows {
 			t.Errorf("clowder_fleet_fills_total{kind=\"follow\"} summed over replicas = %d, want %d (the log's follow lines)", followMetric, follows)
+		}
+	})
+
+	t.Run("BucketIsALayout", func(t *testing.T) {
+		// The config blob too, so the copy holds a whole image.
+		m := parseManifest(t, "fleet/fan:1", []byte(command(tl.crane, "manifest", "--insecure", reps[1].addr+"/up/fleet/fan:t0").must(t)))
+		if got, _, err := fetchBlob(context.Background(), reps[2].addr, "up/fleet/fan", m.Config.Digest); err != nil || got != m.Config.Digest {
+			t.Fatalf("config blob: %s, %v", got, err)
+		}
+		waitFor(t, 10*time.Second, "the config blob's upload", func() bool {
+			_, err := bucketStat(t, s3, bucket, m.Config.Digest)
+			return err == nil
+		})
+		dir := mirrorBucket(t, s3, bucket)
+		out := command(tl.skopeo, "inspect", "oci:"+dir+":up/fleet/fan:t3").must(t)
+		var in struct{ Digest string }
+		if err := json.Unmarshal([]byte(out), &in); err != nil || in.Digest == "" {
+			t.Fatalf("skopeo inspect of the bucket copy: %v\n%s", err, out)
+		}
+		if want := strings.TrimSpace(command(tl.crane, "digest", "--insecure", reg.addr+"/fleet/fan:t3").must(t)); in.Digest != want {
+			t.Errorf("skopeo inspect oci:<bucket copy>:up/fleet/fan:t3 digest %s, want the upstream's %s", in.Digest, want)
 		}
 	})
 
@@ -388,9 +415,9 @@ type indexDoc struct {
 	} `json:"manifests"`
 }
 
-func bucketIndex(t *testing.T, s3 s3env, bucket string) indexDoc {
+func bucketIndex(t *testing.T, s3 s3env, prefix string) indexDoc {
 	t.Helper()
-	obj, err := s3client(t, s3).GetObject(context.Background(), bucket, "index.json", minio.GetObjectOptions{})
+	obj, err := s3client(t, s3).GetObject(context.Background(), fleetBucket, prefix+"index.json", minio.GetObjectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,8 +429,30 @@ func bucketIndex(t *testing.T, s3 s3env, bucket string) indexDoc {
 	return idx
 }
 
-func bucketStat(t *testing.T, s3 s3env, bucket, dgst string) (int64, error) {
+// mirrorBucket copies the layout keys under prefix (not .clowder/ leases)
+// into a directory, as `aws s3 sync` would.
+func mirrorBucket(t *testing.T, s3 s3env, prefix string) string {
 	t.Helper()
-	info, err := s3client(t, s3).StatObject(context.Background(), bucket, "blobs/sha256/"+strings.TrimPrefix(dgst, "sha256:"), minio.StatObjectOptions{})
+	c := s3client(t, s3)
+	dir := t.TempDir()
+	ctx := context.Background()
+	for obj := range c.ListObjects(ctx, fleetBucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if obj.Err != nil {
+			t.Fatal(obj.Err)
+		}
+		rel := strings.TrimPrefix(obj.Key, prefix)
+		if strings.HasPrefix(rel, ".clowder/") {
+			continue
+		}
+		if err := c.FGetObject(ctx, fleetBucket, obj.Key, filepath.Join(dir, filepath.FromSlash(rel)), minio.GetObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func bucketStat(t *testing.T, s3 s3env, prefix, dgst string) (int64, error) {
+	t.Helper()
+	info, err := s3client(t, s3).StatObject(context.Background(), fleetBucket, prefix+"blobs/sha256/"+strings.TrimPrefix(dgst, "sha256:"), minio.StatObjectOptions{})
 	return info.Size, err
 }

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"sort"
@@ -75,6 +76,11 @@ type Store struct {
 	// known remembers blobs seen in the bucket (blobs are immutable; a
 	// Delete here forgets them), so walks of names cost no round trips.
 	known sync.Map
+
+	// Pending index.json updates (group commit, see update).
+	umu     sync.Mutex
+	pending []*pendingUpdate
+	writing bool
 
 	mu      sync.Mutex
 	idx     ocispec.Index
@@ -472,16 +478,84 @@ func (s *Store) Update(fn func(idx *ocispec.Index) (bool, error)) error {
 }
 
 // update applies fn to index.json with If-Match on its ETag, retrying on
-// 412 so concurrent replicas never lose each other's names.
+// 412 so concurrent replicas never lose each other's names. Updates from
+// this replica that arrive while one is being written are applied together
+// in the next write (group commit), so the bucket sees at most one writer
+// per replica and retries stay few however many pulls name things at once.
 func (s *Store) update(ctx context.Context, fn func(idx *ocispec.Index) (bool, error)) error {
-	for attempt := 0; attempt < 20; attempt++ {
+	u := &pendingUpdate{fn: fn, done: make(chan error, 1)}
+	s.umu.Lock()
+	s.pending = append(s.pending, u)
+	lead := !s.writing
+	s.writing = true
+	s.umu.Unlock()
+	if lead {
+		s.writeBatches()
+	}
+	select {
+	case err := <-u.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type pendingUpdate struct {
+	fn   func(idx *ocispec.Index) (bool, error)
+	done chan error
+}
+
+// writeBatches writes the pending updates, batch after batch, until none is
+// left.
+func (s *Store) writeBatches() {
+	for {
+		s.umu.Lock()
+		batch := s.pending
+		s.pending = nil
+		if len(batch) == 0 {
+			s.writing = false
+			s.umu.Unlock()
+			return
+		}
+		s.umu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		errs := s.writeBatch(ctx, batch)
+		cancel()
+		for i, u := range batch {
+			u.done <- errs[i]
+		}
+	}
+}
+
+// writeBatch applies every update of batch to one read of index.json and
+// writes it with If-Match, again from a fresh read after a 412. An update
+// whose fn fails is left out and gets its error.
+func (s *Store) writeBatch(ctx context.Context, batch []*pendingUpdate) []error {
+	errs := make([]error, len(batch))
+	fail := func(err error) []error {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	for attempt := 0; attempt < 30; attempt++ {
 		idx, etag, err := s.readIndex(ctx)
 		if err != nil {
-			return err
+			return fail(err)
 		}
-		changed, err := fn(&idx)
-		if err != nil || !changed {
-			return err
+		changed := false
+		for i, u := range batch {
+			saved := append([]ocispec.Descriptor(nil), idx.Manifests...)
+			c, err := u.fn(&idx)
+			errs[i] = err
+			if err != nil {
+				idx.Manifests = saved
+				continue
+			}
+			changed = changed || c
+		}
+		if !changed {
+			return errs
 		}
 		if idx.Manifests == nil {
 			idx.Manifests = []ocispec.Descriptor{}
@@ -494,14 +568,16 @@ func (s *Store) update(ctx context.Context, fn func(idx *ocispec.Index) (bool, e
 			s.mu.Lock()
 			s.idx, s.idxETag, s.idxAt = idx, info.ETag, time.Now()
 			s.mu.Unlock()
-			return nil
+			return errs
 		}
 		if !isPrecondition(err) {
-			return fmt.Errorf("index.json: %w", err)
+			return fail(fmt.Errorf("index.json: %w", err))
 		}
-		time.Sleep(time.Duration(attempt+1) * 20 * time.Millisecond)
+		// Another replica wrote first: back off a random while, so
+		// replicas that collided do not collide again in step.
+		time.Sleep(time.Duration(rand.Int64N(int64(min(attempt+1, 10)) * int64(20*time.Millisecond))))
 	}
-	return errors.New("index.json: too many concurrent updates")
+	return fail(errors.New("index.json: too many concurrent updates"))
 }
 
 // Resolve implements cas.NameStore.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,17 +21,29 @@ import (
 // These tests run against a real S3 engine (SeaweedFS, started by
 // `make test-s3`): CLOWDER_S3_ENDPOINT, CLOWDER_S3_ACCESS_KEY,
 // CLOWDER_S3_SECRET_KEY.
-func newStore(t *testing.T, bucket string) *s3store.Store {
+//
+// Each test gets a fresh key prefix in one bucket, not a bucket of its
+// own: an S3 engine on a small disk has room for few buckets (SeaweedFS
+// gives each its own volumes).
+func newStore(t *testing.T, loc string) *s3store.Store {
+	t.Helper()
+	return openStore(t, loc, s3store.Options{})
+}
+
+// openStore opens loc ("bucket/prefix/") with o's other options.
+func openStore(t *testing.T, loc string, o s3store.Options) *s3store.Store {
 	t.Helper()
 	ep := os.Getenv("CLOWDER_S3_ENDPOINT")
 	if ep == "" {
 		t.Skip("needs an S3 endpoint: make test-s3")
 	}
-	s, err := s3store.New(context.Background(), s3store.Options{
-		Endpoint: ep, Bucket: bucket, Region: "us-east-1",
-		AccessKey: os.Getenv("CLOWDER_S3_ACCESS_KEY"), SecretKey: os.Getenv("CLOWDER_S3_SECRET_KEY"),
-		Root: t.TempDir(),
-	})
+	bucket, prefix, _ := strings.Cut(loc, "/")
+	o.Endpoint, o.Bucket, o.Prefix, o.Region = ep, bucket, prefix, "us-east-1"
+	o.AccessKey, o.SecretKey = os.Getenv("CLOWDER_S3_ACCESS_KEY"), os.Getenv("CLOWDER_S3_SECRET_KEY")
+	if o.Root == "" {
+		o.Root = t.TempDir()
+	}
+	s, err := s3store.New(context.Background(), o)
 	if err != nil {
 		t.Fatalf("s3store.New: %v", err)
 	}
@@ -39,9 +52,10 @@ func newStore(t *testing.T, bucket string) *s3store.Store {
 
 var n int64
 
+// freshBucket returns a new location, "clowder-test/<unique>/".
 func freshBucket() string {
 	n++
-	return fmt.Sprintf("clowder-test-%d-%d", time.Now().UnixNano()%1e9, n)
+	return fmt.Sprintf("clowder-test/t%d-%d/", time.Now().UnixNano()%1e9, n)
 }
 
 func TestS3Conformance(t *testing.T) {
@@ -57,22 +71,26 @@ func TestS3ReplicasShareNamesAndBlobs(t *testing.T) {
 		stores = append(stores, newStore(t, bucket))
 	}
 	ctx := context.Background()
-	const per = 15
+	// Every name from its own goroutine: each replica batches what
+	// arrives together, and the replicas race on index.json's ETag.
+	const per = 40
 	var wg sync.WaitGroup
 	for i, s := range stores {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range per {
+		for j := range per {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
 				name := "r" + strconv.Itoa(i) + "/n:" + strconv.Itoa(j)
 				if err := s.Tag(ctx, name, ocispec.Descriptor{Digest: digest.FromString(name), Size: 1}); err != nil {
 					t.Errorf("Tag(%s) = %v", name, err)
 				}
-			}
-		}()
+			}()
+		}
 	}
 	wg.Wait()
-	list, err := stores[0].List(ctx)
+	// A replica's view of the names is at most indexFresh old; a fresh
+	// one reads what the bucket holds.
+	list, err := newStore(t, bucket).List(ctx)
 	if err != nil || len(list) != 3*per {
 		t.Errorf("names after 3 replicas x %d = %d (%v), want %d", per, len(list), err, 3*per)
 	}
@@ -99,18 +117,8 @@ func TestS3LocalCache(t *testing.T) {
 		t.Skip("needs an S3 endpoint: make test-s3")
 	}
 	ctx := context.Background()
-	bucket := freshBucket()
-	open := func(limit int64) *s3store.Store {
-		s, err := s3store.New(ctx, s3store.Options{
-			Endpoint: ep, Bucket: bucket, Region: "us-east-1",
-			AccessKey: os.Getenv("CLOWDER_S3_ACCESS_KEY"), SecretKey: os.Getenv("CLOWDER_S3_SECRET_KEY"),
-			Root: t.TempDir(), LocalCacheSize: limit,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	loc := freshBucket()
+	open := func(limit int64) *s3store.Store { return openStore(t, loc, s3store.Options{LocalCacheSize: limit}) }
 	blob := func(i int) ([]byte, digest.Digest) {
 		b := make([]byte, 100<<10)
 		for j := range b {
