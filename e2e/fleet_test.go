@@ -121,7 +121,7 @@ const fleetBucket = "clowder-test"
 
 // startReplica runs a clowder replica on the prefix of fleetBucket with
 // upstream `up`.
-func startReplica(t *testing.T, tl *tools, s3 s3env, prefix, upAddr, name string) *clowder {
+func startReplica(t *testing.T, tl *tools, s3 s3env, prefix, upAddr, name string, extra ...string) *clowder {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
@@ -140,7 +140,7 @@ upstreams:
     type: oci
     url: http://%s
     tag_ttl: 1h
-`, filepath.Join(dir, "root"), s3.endpoint, fleetBucket, prefix, s3.access, s3.secret, upAddr)
+`, filepath.Join(dir, "root"), s3.endpoint, fleetBucket, prefix, s3.access, s3.secret, upAddr) + strings.Join(extra, "")
 	p := filepath.Join(dir, "clowder.yaml")
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -202,6 +202,7 @@ func TestFleet(t *testing.T) {
 
 	fanDigest, fanSize := bigLayer(t, tl, reg.addr, "fleet/fan:1", 24<<20)
 	killDigest, killSize := bigLayer(t, tl, reg.addr, "fleet/kill:1", 32<<20)
+	lostDigest, lostSize := bigLayer(t, tl, reg.addr, "fleet/lost:1", 4<<20)
 	const names = 15
 	for i := range names {
 		command(tl.crane, "tag", "--insecure", reg.addr+"/fleet/fan:1", fmt.Sprintf("t%d", i)).must(t)
@@ -309,6 +310,49 @@ func TestFleet(t *testing.T) {
 		}
 		if want := strings.TrimSpace(command(tl.crane, "digest", "--insecure", reg.addr+"/fleet/fan:t3").must(t)); in.Digest != want {
 			t.Errorf("skopeo inspect oci:<bucket copy>:up/fleet/fan:t3 digest %s, want the upstream's %s", in.Digest, want)
+		}
+	})
+
+	t.Run("UnreachableOwner", func(t *testing.T) {
+		// A replica whose advertise address is wrong holds the lease: the
+		// others cannot follow it, and after two lease lifetimes fetch on
+		// their own instead of failing.
+		link.rate.Store(256 << 10) // 4 MiB in 16 s: longer than the 4 s (2 x lease_ttl) wait
+		lost := startReplica(t, tl, s3, bucket, link.addr, "lost", "advertise: http://127.0.0.1:1\n")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		type res struct {
+			got string
+			n   int64
+			err error
+		}
+		fetch := func(addr string) chan res {
+			c := make(chan res, 1)
+			go func() {
+				got, n, err := fetchBlob(ctx, addr, "up/fleet/lost", lostDigest)
+				c <- res{got, n, err}
+			}()
+			return c
+		}
+		holder := fetch(lost.addr)
+		waitFor(t, 30*time.Second, "the lost replica's upstream fetch to start", func() bool {
+			_, b, _ := link.stats(lostDigest)
+			return b > 0
+		})
+		began := time.Now()
+		other := fetch(reps[1].addr)
+		waitFor(t, 30*time.Second, "a replica that cannot reach the lease holder to fetch alone", func() bool {
+			return len(fleetEvents(t, reps[1], "alone")) > 0
+		})
+		t.Logf("fetching alone after %s", time.Since(began).Round(time.Millisecond))
+		link.rate.Store(64 << 20)
+		for name, c := range map[string]chan res{"the lease holder's client": holder, "the other replica's client": other} {
+			if r := <-c; r.err != nil || r.got != lostDigest || r.n != lostSize {
+				t.Errorf("%s: %s, %d bytes, %v; want %s, %d", name, r.got, r.n, r.err, lostDigest, lostSize)
+			}
+		}
+		if gets, _, _ := link.stats(lostDigest); gets != 2 {
+			t.Errorf("upstream GETs %d, want 2 (the holder's and the fallback)", gets)
 		}
 	})
 

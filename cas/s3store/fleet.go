@@ -109,8 +109,9 @@ func (s *Store) SetAdvertise(u string) {
 }
 
 // OnFleetEvent sets a hook told when this replica takes a lease ("lease"),
-// follows another replica's fill ("follow"), or takes over an expired
-// lease ("takeover").
+// follows another replica's fill ("follow"), takes over an expired lease
+// ("takeover"), or fetches on its own because the live lease's holder
+// stayed unreachable ("alone").
 func (s *Store) OnFleetEvent(fn func(kind string, d digest.Digest, peer string)) {
 	if s.fleet != nil {
 		s.fleet.onEvent = fn
@@ -185,6 +186,10 @@ type coordinated struct {
 	d  digest.Digest
 	up cas.FetchFunc
 
+	// alone: the lease holder stayed unreachable, this fill fetches
+	// upstream without a lease (only touched by the fill's goroutine).
+	alone bool
+
 	mu    sync.Mutex
 	owned bool
 	etag  string
@@ -199,19 +204,20 @@ type coordinated struct {
 func (c *coordinated) fetch(ctx context.Context, off int64) (io.ReadCloser, int64, int64, error) {
 	f := c.f
 	poll := max(f.ttl/10, 50*time.Millisecond)
-	deadline := time.Now().Add(3*f.ttl + time.Minute)
+	// A live lease whose owner this replica cannot reach (a wrong
+	// advertise, a firewall, an untrusted certificate) is waited on for
+	// two lease lifetimes; then this replica fetches on its own: a second
+	// upstream fetch beats a failed pull.
+	var unreachableSince time.Time
 	for {
 		c.mu.Lock()
 		owned := c.owned
 		c.mu.Unlock()
-		if owned {
+		if owned || c.alone {
 			return c.up(ctx, off)
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, 0, 0, err
-		}
-		if time.Now().After(deadline) {
-			return nil, 0, 0, fmt.Errorf("blob %s: the replica filling it neither finished nor gave up its lease", c.d)
 		}
 		// Committed meanwhile by another replica: read the bucket.
 		if size, err := f.s.statBucket(ctx, c.d); err == nil {
@@ -241,11 +247,19 @@ func (c *coordinated) fetch(ctx context.Context, off int64) (io.ReadCloser, int6
 		default:
 			body, start, total, err := f.peer(ctx, l.Owner, c.d, off)
 			if err == nil {
+				unreachableSince = time.Time{}
 				f.event("follow", c.d, l.Owner)
 				return body, start, total, nil
 			}
 			// The owner is gone or has no fill: wait for its lease to be
 			// released or to expire, or for the blob to land.
+			if unreachableSince.IsZero() {
+				unreachableSince = time.Now()
+			} else if time.Since(unreachableSince) > 2*f.ttl {
+				c.alone = true
+				f.event("alone", c.d, l.Owner)
+				return c.up(ctx, off)
+			}
 		}
 		select {
 		case <-ctx.Done():

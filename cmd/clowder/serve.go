@@ -69,7 +69,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			}
 			if a.s3 != nil {
 				adv := cfg.AdvertiseURL()
-				if _, port, _ := net.SplitHostPort(cfg.Listen); port == "0" {
+				if _, port, _ := net.SplitHostPort(cfg.Listen); port == "0" && cfg.Advertise == "" {
 					// Bound to a free port: other replicas reach that one.
 					scheme := "http"
 					if cfg.TLSCert != "" {
