@@ -2,6 +2,7 @@ package s3store
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -12,15 +13,16 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// newFleetStore opens a replica of bucket with fill leases (lease_ttl ttl).
-func newFleetStore(t *testing.T, bucket string, ttl time.Duration) *Store {
+// newFleetStore opens a replica on clowder-test/<prefix> with fill leases
+// (lease_ttl ttl).
+func newFleetStore(t *testing.T, prefix string, ttl time.Duration) *Store {
 	t.Helper()
 	ep := os.Getenv("CLOWDER_S3_ENDPOINT")
 	if ep == "" {
 		t.Skip("needs an S3 endpoint: make test-s3")
 	}
 	s, err := New(context.Background(), Options{
-		Endpoint: ep, Bucket: bucket, Region: "us-east-1",
+		Endpoint: ep, Bucket: "clowder-test", Prefix: prefix, Region: "us-east-1",
 		AccessKey: os.Getenv("CLOWDER_S3_ACCESS_KEY"), SecretKey: os.Getenv("CLOWDER_S3_SECRET_KEY"),
 		Root: t.TempDir(), Advertise: "http://127.0.0.1:1", LeaseTTL: ttl, FleetKey: FleetKey("k"),
 	})
@@ -36,7 +38,7 @@ func newFleetStore(t *testing.T, bucket string, ttl time.Duration) *Store {
 // remove it when the fill ends (not leave it in the bucket).
 func TestLeaseRenewAfterLostAnswer(t *testing.T) {
 	ttl := 600 * time.Millisecond
-	s := newFleetStore(t, "clowder-lease-"+strings.ToLower(time.Now().Format("150405.000000000")[7:]), ttl)
+	s := newFleetStore(t, fmt.Sprintf("lease-%d/", time.Now().UnixNano()), ttl)
 	ctx := context.Background()
 	d := digest.FromString("lease renew")
 	up := func(context.Context, int64) (io.ReadCloser, int64, int64, error) {
