@@ -77,13 +77,26 @@ func hashFile(p string, d digest.Digest) error {
 	return nil
 }
 
-// VerifyStore re-hashes every blob of s (streamed through Open) and calls fn
-// for each; with repair, damaged blobs are deleted. It is Verify for stores
-// that are not a local layout (the s3 backend); Path is the digest.
+// StoredOpener is the optional ability of a store that keeps local copies
+// of what it stores elsewhere (the s3 backend): OpenStored streams the
+// stored blob itself, past any local copy.
+type StoredOpener interface {
+	OpenStored(ctx context.Context, d digest.Digest) (io.ReadCloser, error)
+}
+
+// VerifyStore re-hashes every blob of s (streamed through OpenStored when s
+// has it, so a local copy does not hide a damaged stored blob, else Open)
+// and calls fn for each; with repair, damaged blobs are deleted. It is
+// Verify for stores that are not a local layout (the s3 backend); Path is
+// the digest.
 func VerifyStore(ctx context.Context, s Collectable, repair bool, fn func(VerifyResult)) error {
+	open := func(d digest.Digest) (io.ReadCloser, error) { return s.Open(ctx, d) }
+	if so, ok := s.(StoredOpener); ok {
+		open = func(d digest.Digest) (io.ReadCloser, error) { return so.OpenStored(ctx, d) }
+	}
 	return s.Blobs(ctx, func(b BlobInfo) error {
 		res := VerifyResult{Digest: b.Digest, Path: b.Digest.String(), Size: b.Size}
-		f, err := s.Open(ctx, b.Digest)
+		f, err := open(b.Digest)
 		if err != nil {
 			return err
 		}

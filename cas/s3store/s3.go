@@ -89,9 +89,10 @@ type Store struct {
 }
 
 var (
-	_ cas.Store       = (*Store)(nil)
-	_ cas.Collectable = (*Store)(nil)
-	_ cas.Coordinator = (*Store)(nil)
+	_ cas.Store        = (*Store)(nil)
+	_ cas.Collectable  = (*Store)(nil)
+	_ cas.Coordinator  = (*Store)(nil)
+	_ cas.StoredOpener = (*Store)(nil)
 )
 
 // indexFresh is how long a read of index.json is reused before its ETag is
@@ -220,6 +221,15 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (cas.Blob, error) {
 	}
 	s.cache.warm(s, d, size)
 	return &s3Blob{s: s, d: d, size: size}, nil
+}
+
+// OpenStored streams a blob's object in the bucket, past any local copy
+// (cas.StoredOpener: clowder verify checks what every replica reads).
+func (s *Store) OpenStored(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	if err := cas.ValidateDigest(d); err != nil {
+		return nil, err
+	}
+	return s.getRange(ctx, d, 0, -1)
 }
 
 // s3Blob reads a blob in the bucket. Sequential reads share one streaming

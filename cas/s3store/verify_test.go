@@ -1,0 +1,55 @@
+package s3store_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/clowder-dev/clowder/cas"
+	"github.com/clowder-dev/clowder/cas/s3store"
+)
+
+// clowder verify hashes the bucket's objects, not a replica's local copies
+// of them: a blob damaged in the bucket is found (and, with repair,
+// removed) even where the replica running verify holds a good local copy.
+func TestS3VerifyReadsTheBucket(t *testing.T) {
+	loc := freshBucket()
+	s := openStore(t, loc, s3store.Options{LocalCacheSize: 1 << 20})
+	ctx := context.Background()
+	data := []byte("verified in the bucket")
+	d := digest.FromBytes(data)
+	if _, err := cas.Ingest(ctx, s, ocispec.Descriptor{Digest: d, Size: int64(len(data))}, bytesReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Local().Stat(ctx, d); err != nil {
+		t.Fatalf("local copy with local_cache_size: %v", err)
+	}
+	// Damage the bucket's object behind the replica's back.
+	bucket, prefix, _ := strings.Cut(loc, "/")
+	c, err := minio.New(strings.TrimPrefix(os.Getenv("CLOWDER_S3_ENDPOINT"), "http://"), &minio.Options{
+		Creds: credentials.NewStaticV4(os.Getenv("CLOWDER_S3_ACCESS_KEY"), os.Getenv("CLOWDER_S3_SECRET_KEY"), ""),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := "damaged"
+	if _, err := c.PutObject(ctx, bucket, prefix+"blobs/sha256/"+d.Encoded(), strings.NewReader(bad), int64(len(bad)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var got []cas.VerifyResult
+	if err := cas.VerifyStore(ctx, s, true, func(r cas.VerifyResult) { got = append(got, r) }); err != nil {
+		t.Fatalf("VerifyStore = %v", err)
+	}
+	if len(got) != 1 || got[0].Err == nil || !got[0].Removed {
+		t.Fatalf("VerifyStore(repair) = %+v, want %s damaged and removed", got, d)
+	}
+	if _, err := c.StatObject(ctx, bucket, prefix+"blobs/sha256/"+d.Encoded(), minio.StatObjectOptions{}); err == nil {
+		t.Errorf("damaged object still in the bucket after repair")
+	}
+}
