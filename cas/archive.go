@@ -20,7 +20,8 @@ var ErrIncomplete = errors.New("not fully cached")
 
 // Export writes the named descriptors and everything they reference as a
 // standard OCI image layout tar (oci-layout, index.json, blobs/<alg>/<hex>),
-// the format `skopeo copy oci-archive:` and `clowder import` read.
+// the format `skopeo copy oci-archive:` and `clowder import` read. Every
+// blob is hashed as it is copied; a damaged one fails the export.
 func Export(ctx context.Context, s BlobStore, descs []ocispec.Descriptor, w io.Writer) error {
 	var blobs []ocispec.Descriptor
 	seen := map[digest.Digest]bool{}
@@ -64,7 +65,13 @@ func Export(ctx context.Context, s BlobStore, descs []ocispec.Descriptor, w io.W
 		}
 		err = tw.WriteHeader(&tar.Header{Name: "blobs/" + b.Digest.Algorithm().String() + "/" + b.Digest.Encoded(), Mode: 0o444, Size: f.Size(), ModTime: now, Typeflag: tar.TypeReg})
 		if err == nil {
-			_, err = io.Copy(tw, f)
+			// Hashed on the way: a damaged blob fails here, not at the
+			// import on the far side of an air gap.
+			v := b.Digest.Verifier()
+			_, err = io.Copy(tw, io.TeeReader(f, v))
+			if err == nil && !v.Verified() {
+				err = ErrDigestMismatch
+			}
 		}
 		f.Close()
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -237,4 +238,40 @@ func FuzzImport(f *testing.F) {
 		}
 		checkLayout(t, root)
 	})
+}
+
+// Export hashes what it copies: a damaged blob (bit rot on disk, or an
+// object changed in an s3 bucket) fails the export instead of going into
+// the tar, to be refused only by the import across the air gap.
+func TestExportRefusesDamagedBlob(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	l, err := cas.OpenLayout(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`)
+	cfg := []byte("{}")
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(body), Size: int64(len(body)),
+		Annotations: map[string]string{cas.AnnotationRefName: "damaged:v1"}}
+	for _, b := range [][]byte{cfg, body} {
+		if _, err := cas.Ingest(ctx, l, ocispec.Descriptor{Digest: digest.FromBytes(b), Size: int64(len(b))}, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := l.BlobPath(desc.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := bytes.Replace(body, []byte(`"layers":[]`), []byte(`"layers":{}`), 1)
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, damaged, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := cas.Export(ctx, l, []ocispec.Descriptor{desc}, &out); !errors.Is(err, cas.ErrDigestMismatch) {
+		t.Errorf("Export(damaged manifest) = %v, want %v", err, cas.ErrDigestMismatch)
+	}
 }
