@@ -245,11 +245,17 @@ func (c *coordinated) fetch(ctx context.Context, off int64) (io.ReadCloser, int6
 				continue
 			}
 		default:
-			body, start, total, err := f.peer(ctx, l.Owner, c.d, off)
-			if err == nil {
-				unreachableSince = time.Time{}
-				f.event("follow", c.d, l.Owner)
-				return body, start, total, nil
+			// A lease naming this replica's own URL under another instance
+			// is a previous run's (restarted within lease_ttl) or a twin's
+			// with the same advertise: asking ourselves would only wait on
+			// this very fill. Treat it as unreachable.
+			if l.Owner != f.self {
+				body, start, total, err := f.peer(ctx, l.Owner, c.d, off)
+				if err == nil {
+					unreachableSince = time.Time{}
+					f.event("follow", c.d, l.Owner)
+					return body, start, total, nil
+				}
 			}
 			// The owner is gone or has no fill: wait for its lease to be
 			// released or to expire, or for the blob to land.

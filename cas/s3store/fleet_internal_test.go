@@ -1,13 +1,20 @@
 package s3store
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -66,5 +73,50 @@ func TestLeaseRenewAfterLostAnswer(t *testing.T) {
 	release()
 	if _, _, found, err := s.fleet.readLease(ctx, d); found || err != nil {
 		t.Errorf("lease after release: found %v, %v; want removed", found, err)
+	}
+}
+
+// A replica restarted while its previous run's lease is live finds a lease
+// naming its own advertise URL under another instance: asking itself would
+// wait on its own stalled fill (until the peer client's header timeout, 30
+// s); it waits for the lease to expire and takes it over instead.
+func TestLeaseOfPreviousRunIsNotFollowed(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		select { // this replica's own fleet handler, waiting on this fill
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+		http.Error(w, "no fill", http.StatusNotFound)
+	}))
+	defer srv.Close()
+	ttl := time.Second
+	s := newFleetStore(t, fmt.Sprintf("lease-%d/", time.Now().UnixNano()), ttl)
+	s.SetAdvertise(srv.URL)
+	ctx := context.Background()
+	d := digest.FromString("previous run")
+	prev, _ := json.Marshal(lease{Owner: srv.URL, Instance: "previous-run", Expires: time.Now().Add(ttl)})
+	if _, err := s.c.PutObject(ctx, s.bucket, s.key(leaseKey(d)), bytes.NewReader(prev), int64(len(prev)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	s.OnFleetEvent(func(kind string, _ digest.Digest, _ string) { events = append(events, kind) })
+	up := func(context.Context, int64) (io.ReadCloser, int64, int64, error) {
+		return io.NopCloser(strings.NewReader("previous run")), 0, 12, nil
+	}
+	fetch, release := s.Coordinate(ocispec.Descriptor{Digest: d, Size: 12}, up)
+	defer release()
+	began := time.Now()
+	body, _, _, err := fetch(ctx, 0)
+	if err != nil {
+		t.Fatalf("fetch = %v", err)
+	}
+	body.Close()
+	if took := time.Since(began); hits.Load() != 0 || took > 3*ttl {
+		t.Errorf("fetch took %s with %d requests to its own advertise URL, want the takeover within ~lease_ttl (%s) and none", took, hits.Load(), ttl)
+	}
+	if len(events) != 1 || events[0] != "takeover" {
+		t.Errorf("fleet events = %v, want [takeover]", events)
 	}
 }
