@@ -53,9 +53,7 @@ func TestTagTTLZero(t *testing.T) {
 }
 
 func TestRefusals(t *testing.T) {
-	cases := []struct {
-		yaml, want string
-	}{
+	cases := []refusal{
 		{"listen: 127.0.0.1:5000\nbogus: 1\n", `unknown key "bogus"`},
 		{"upstreams:\n  - name: a\n    url: http://x\n    colour: red\n", `unknown key "colour"`},
 		{"upstreams:\n  - name: a\n    url: ftp://x\n", "upstreams[0] (a).url"},
@@ -71,6 +69,14 @@ func TestRefusals(t *testing.T) {
 		{"listen: nowhere\n", "listen"},
 		{"log_level: loud\n", "log_level"},
 	}
+	checkRefusals(t, cases)
+}
+
+// refusal is a config Parse must refuse with a one-line error containing want.
+type refusal struct{ yaml, want string }
+
+func checkRefusals(t *testing.T, cases []refusal) {
+	t.Helper()
 	for _, c := range cases {
 		_, err := Parse([]byte(c.yaml))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
