@@ -461,7 +461,11 @@ func (s *Store) index(ctx context.Context) (ocispec.Index, error) {
 	etag := s.idxETag
 	s.mu.Unlock()
 	if etag != "" {
-		if info, err := s.c.StatObject(ctx, s.bucket, s.key("index.json"), minio.StatObjectOptions{}); err == nil && info.ETag == etag {
+		info, err := s.c.StatObject(ctx, s.bucket, s.key("index.json"), minio.StatObjectOptions{})
+		// Unchanged; or the bucket cannot be reached: the names last read
+		// serve (and are asked for again after indexFresh), so a replica's
+		// local copies keep answering through an outage.
+		if (err == nil && info.ETag == etag) || (err != nil && !isNotFound(err) && ctx.Err() == nil) {
 			s.mu.Lock()
 			s.idxAt = time.Now()
 			idx := s.idx

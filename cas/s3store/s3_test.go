@@ -3,6 +3,9 @@ package s3store_test
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -169,5 +172,44 @@ func TestS3LocalCache(t *testing.T) {
 	}
 	if held != 2 || localHas(cached, ds[0]) {
 		t.Errorf("local copies = %d (first read still held: %v), want the 2 most recently used under a 250 KiB bound", held, localHas(cached, ds[0]))
+	}
+}
+
+// With the bucket unreachable, a replica keeps resolving the names it last
+// read (its local copies keep answering through an outage) instead of
+// failing every pull, warm ones included.
+func TestS3NamesThroughBucketOutage(t *testing.T) {
+	ep := os.Getenv("CLOWDER_S3_ENDPOINT")
+	if ep == "" {
+		t.Skip("needs an S3 endpoint: make test-s3")
+	}
+	target, err := url.Parse(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(httputil.NewSingleHostReverseProxy(target))
+	defer front.Close()
+	bucket, prefix, _ := strings.Cut(freshBucket(), "/")
+	s, err := s3store.New(context.Background(), s3store.Options{
+		Endpoint: front.URL, Bucket: bucket, Prefix: prefix, Region: "us-east-1",
+		AccessKey: os.Getenv("CLOWDER_S3_ACCESS_KEY"), SecretKey: os.Getenv("CLOWDER_S3_SECRET_KEY"),
+		Root: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("outage"), Size: 6}
+	if err := s.Tag(ctx, "outage:v1", desc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Resolve(ctx, "outage:v1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // past the index's freshness
+	front.CloseClientConnections()
+	front.Close()
+	if got, err := s.Resolve(ctx, "outage:v1"); err != nil || got.Digest != desc.Digest {
+		t.Errorf("Resolve with the bucket down = %v, %v; want the name last read (%s)", got.Digest, err, desc.Digest)
 	}
 }
