@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -94,7 +95,16 @@ func newFleet(s *Store, o Options) *fleet {
 		f.ttl = 15 * time.Second
 	}
 	if f.client == nil {
-		f.client = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16, ResponseHeaderTimeout: 30 * time.Second}}
+		// Every step before the answer is bounded: a holder that is gone or
+		// frozen (its kernel still accepting connections) must not keep a
+		// follower from seeing its lease expire.
+		f.client = &http.Client{Transport: &http.Transport{
+			Proxy:                 nil,
+			DialContext:           (&net.Dialer{Timeout: f.ttl}).DialContext,
+			TLSHandshakeTimeout:   f.ttl,
+			ResponseHeaderTimeout: 30 * time.Second,
+			MaxIdleConnsPerHost:   16,
+		}}
 	}
 	return f
 }

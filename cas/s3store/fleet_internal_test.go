@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -118,5 +119,46 @@ func TestLeaseOfPreviousRunIsNotFollowed(t *testing.T) {
 	}
 	if len(events) != 1 || events[0] != "takeover" {
 		t.Errorf("fleet events = %v, want [takeover]", events)
+	}
+}
+
+// A lease holder that accepts connections but never answers (a frozen
+// process: the kernel still completes the TCP handshake) must not hold a
+// follower forever: on an https advertise URL the TLS handshake had no
+// timeout, so the follower never saw the lease expire.
+func TestFrozenHolderIsTakenOver(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close() // never accepted: connections wait in the backlog
+	ttl := time.Second
+	s := newFleetStore(t, fmt.Sprintf("lease-%d/", time.Now().UnixNano()), ttl)
+	ctx := context.Background()
+	d := digest.FromString("frozen holder")
+	frozen, _ := json.Marshal(lease{Owner: "https://" + ln.Addr().String(), Instance: "frozen", Expires: time.Now().Add(ttl)})
+	if _, err := s.c.PutObject(ctx, s.bucket, s.key(leaseKey(d)), bytes.NewReader(frozen), int64(len(frozen)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	up := func(context.Context, int64) (io.ReadCloser, int64, int64, error) {
+		return io.NopCloser(strings.NewReader("frozen holder")), 0, 13, nil
+	}
+	fetch, release := s.Coordinate(ocispec.Descriptor{Digest: d, Size: 13}, up)
+	defer release()
+	done := make(chan error, 1)
+	go func() {
+		body, _, _, err := fetch(ctx, 0)
+		if err == nil {
+			body.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("fetch = %v, want the expired lease taken over", err)
+		}
+	case <-time.After(10 * ttl):
+		t.Fatalf("fetch still waiting on a frozen lease holder %s after 10 x lease_ttl", 10*ttl)
 	}
 }
