@@ -25,7 +25,7 @@ type Metrics struct {
 	UpstreamBytes *prometheus.CounterVec   // upstream
 	UpstreamErrs  *prometheus.CounterVec   // upstream
 	Fills         *prometheus.CounterVec   // result (done, failed, retry)
-	Fleet         *prometheus.CounterVec   // kind (lease, follow, takeover)
+	Fleet         *prometheus.CounterVec   // kind (lease, follow, takeover, alone)
 
 	storeBytes   prometheus.Gauge
 	storeObjects prometheus.Gauge
@@ -42,7 +42,7 @@ func New(inFlight func() int) *Metrics {
 	m.UpstreamBytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clowder_upstream_bytes_total", Help: "Response bytes read from each upstream."}, []string{"upstream"})
 	m.UpstreamErrs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clowder_upstream_errors_total", Help: "Upstream requests that failed (transport errors and 5xx/429 answers)."}, []string{"upstream"})
 	m.Fills = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clowder_fills_total", Help: "Blob fills by result (done, failed) and resumes (retry)."}, []string{"result"})
-	m.Fleet = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clowder_fleet_fills_total", Help: "Fills coordinated with other replicas of a shared s3 store: lease (this replica fetches upstream), follow (streamed from the replica holding the lease), takeover (an expired lease taken over)."}, []string{"kind"})
+	m.Fleet = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clowder_fleet_fills_total", Help: "Fills coordinated with other replicas of a shared s3 store: lease (this replica fetches upstream), follow (streamed from the replica holding the lease), takeover (an expired lease taken over), alone (the live lease's holder stayed unreachable)."}, []string{"kind"})
 	m.storeBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "clowder_store_bytes", Help: "Bytes held under blobs/ and referenced by names."})
 	m.storeObjects = prometheus.NewGauge(prometheus.GaugeOpts{Name: "clowder_store_objects", Help: "Blobs referenced by names."})
 	m.storeNames = prometheus.NewGauge(prometheus.GaugeOpts{Name: "clowder_store_names", Help: "Names in index.json."})
