@@ -83,8 +83,6 @@ type fleet struct {
 	ttl      time.Duration
 	key      []byte
 	client   *http.Client
-	// OnEvent, when set, hears "lease", "follow", "takeover" per digest.
-	onEvent func(kind string, d digest.Digest, peer string)
 }
 
 func newFleet(s *Store, o Options) *fleet {
@@ -118,20 +116,8 @@ func (s *Store) SetAdvertise(u string) {
 	}
 }
 
-// OnFleetEvent sets a hook told when this replica takes a lease ("lease"),
-// follows another replica's fill ("follow"), takes over an expired lease
-// ("takeover"), or fetches on its own because the live lease's holder
-// stayed unreachable ("alone").
-func (s *Store) OnFleetEvent(fn func(kind string, d digest.Digest, peer string)) {
-	if s.fleet != nil {
-		s.fleet.onEvent = fn
-	}
-}
-
-func (f *fleet) event(kind string, d digest.Digest, peer string) {
-	if f.onEvent != nil {
-		f.onEvent(kind, d, peer)
-	}
+func (f *fleet) event(kind string, d digest.Digest, peer string, err error) {
+	f.s.event(Event{Kind: kind, Digest: d, Peer: peer, Err: err})
 }
 
 func leaseKey(d digest.Digest) string {
@@ -219,6 +205,7 @@ func (c *coordinated) fetch(ctx context.Context, off int64) (io.ReadCloser, int6
 	// two lease lifetimes; then this replica fetches on its own: a second
 	// upstream fetch beats a failed pull.
 	var unreachableSince time.Time
+	var peerErr error
 	for {
 		c.mu.Lock()
 		owned := c.owned
@@ -263,9 +250,12 @@ func (c *coordinated) fetch(ctx context.Context, off int64) (io.ReadCloser, int6
 				body, start, total, err := f.peer(ctx, l.Owner, c.d, off)
 				if err == nil {
 					unreachableSince = time.Time{}
-					f.event("follow", c.d, l.Owner)
+					f.event("follow", c.d, l.Owner, nil)
 					return body, start, total, nil
 				}
+				peerErr = err
+			} else {
+				peerErr = errors.New("the lease names this replica's own advertise URL under another instance")
 			}
 			// The owner is gone or has no fill: wait for its lease to be
 			// released or to expire, or for the blob to land.
@@ -273,7 +263,7 @@ func (c *coordinated) fetch(ctx context.Context, off int64) (io.ReadCloser, int6
 				unreachableSince = time.Now()
 			} else if time.Since(unreachableSince) > 2*f.ttl {
 				c.alone = true
-				f.event("alone", c.d, l.Owner)
+				f.event("alone", c.d, l.Owner, peerErr)
 				return c.up(ctx, off)
 			}
 		}
@@ -296,7 +286,7 @@ func (c *coordinated) take(ctx context.Context, etag, kind, from string) bool {
 	c.owned, c.etag = true, newETag
 	c.stop, c.done = make(chan struct{}), make(chan struct{})
 	c.mu.Unlock()
-	c.f.event(kind, c.d, from)
+	c.f.event(kind, c.d, from, nil)
 	go c.renew()
 	return true
 }
@@ -417,4 +407,37 @@ func (f *fleet) awaitOwnerUpload(ctx context.Context, d digest.Digest) bool {
 		}
 	}
 	return false
+}
+
+// SweepLeases removes lease objects that expired more than olderThan ago:
+// their owner died and no replica missed the blob since (a later miss
+// would have taken them over). It returns how many it removed.
+func (s *Store) SweepLeases(ctx context.Context, olderThan time.Duration) (int, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cutoff := time.Now().Add(-olderThan)
+	n := 0
+	for obj := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.key(".clowder/leases/"), Recursive: true}) {
+		if obj.Err != nil {
+			return n, fmt.Errorf("s3 list leases: %w", obj.Err)
+		}
+		var l lease
+		body, _, _, err := minio.Core{Client: s.c}.GetObject(ctx, s.bucket, obj.Key, minio.GetObjectOptions{})
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(io.LimitReader(body, 4096))
+		body.Close()
+		expires := obj.LastModified // unreadable: judged by its age
+		if json.Unmarshal(b, &l) == nil && !l.Expires.IsZero() {
+			expires = l.Expires
+		}
+		if expires.After(cutoff) {
+			continue
+		}
+		if err := s.c.RemoveObject(ctx, s.bucket, obj.Key, minio.RemoveObjectOptions{}); err == nil {
+			n++
+		}
+	}
+	return n, nil
 }

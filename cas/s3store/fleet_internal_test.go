@@ -102,7 +102,7 @@ func TestLeaseOfPreviousRunIsNotFollowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	var events []string
-	s.OnFleetEvent(func(kind string, _ digest.Digest, _ string) { events = append(events, kind) })
+	s.OnEvent(func(ev Event) { events = append(events, ev.Kind) })
 	up := func(context.Context, int64) (io.ReadCloser, int64, int64, error) {
 		return io.NopCloser(strings.NewReader("previous run")), 0, 12, nil
 	}
@@ -160,5 +160,31 @@ func TestFrozenHolderIsTakenOver(t *testing.T) {
 		}
 	case <-time.After(10 * ttl):
 		t.Fatalf("fetch still waiting on a frozen lease holder %s after 10 x lease_ttl", 10*ttl)
+	}
+}
+
+// gc removes leases that expired long ago (their owner died and nobody
+// missed the blob since) and keeps live ones.
+func TestSweepLeases(t *testing.T) {
+	s := newFleetStore(t, fmt.Sprintf("sweep-%d/", time.Now().UnixNano()), time.Second)
+	ctx := context.Background()
+	put := func(d digest.Digest, expires time.Time) {
+		b, _ := json.Marshal(lease{Owner: "http://127.0.0.1:1", Instance: "x", Expires: expires})
+		if _, err := s.c.PutObject(ctx, s.bucket, s.key(leaseKey(d)), bytes.NewReader(b), int64(len(b)), minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stale, live := digest.FromString("stale"), digest.FromString("live")
+	put(stale, time.Now().Add(-5*time.Minute))
+	put(live, time.Now().Add(time.Minute))
+	n, err := s.SweepLeases(ctx, time.Minute)
+	if err != nil || n != 1 {
+		t.Fatalf("SweepLeases = %d, %v; want 1 removed", n, err)
+	}
+	if _, _, found, _ := s.fleet.readLease(ctx, stale); found {
+		t.Errorf("the stale lease is still there")
+	}
+	if _, _, found, _ := s.fleet.readLease(ctx, live); !found {
+		t.Errorf("the live lease was removed")
 	}
 }

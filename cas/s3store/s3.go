@@ -60,6 +60,12 @@ type Options struct {
 	LeaseTTL time.Duration
 	// FleetKey signs requests between replicas (see FleetToken).
 	FleetKey []byte
+	// NoCreate makes New fail when the bucket does not exist, instead of
+	// creating it (commands that only read: a typo must not make a bucket).
+	NoCreate bool
+	// UploadRetry is how often blobs whose upload failed (the bucket was
+	// down) are offered again (default 30s).
+	UploadRetry time.Duration
 	// PeerClient fetches fills from other replicas (default: a plain client).
 	PeerClient *http.Client
 }
@@ -72,6 +78,15 @@ type Store struct {
 	local  *cas.Layout
 	cache  *localCache
 	fleet  *fleet
+
+	onEvent func(Event)
+
+	// unuploaded are blobs committed here whose upload failed: kept
+	// locally (outside the local cache's bound) and offered again.
+	upMu       sync.Mutex
+	unuploaded map[digest.Digest]int64
+	retrying   bool
+	retryEvery time.Duration
 
 	// known remembers blobs seen in the bucket (blobs are immutable; a
 	// Delete here forgets them), so walks of names cost no round trips.
@@ -117,12 +132,18 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{c: c, bucket: o.Bucket, prefix: o.Prefix, local: local, cache: newLocalCache(local, o.LocalCacheSize)}
+	s := &Store{c: c, bucket: o.Bucket, prefix: o.Prefix, local: local, cache: newLocalCache(local, o.LocalCacheSize),
+		unuploaded: map[digest.Digest]int64{}, retryEvery: o.UploadRetry}
+	if s.retryEvery <= 0 {
+		s.retryEvery = 30 * time.Second
+	}
 	if o.Advertise != "" {
 		s.fleet = newFleet(s, o)
 	}
 	if ok, err := c.BucketExists(ctx, o.Bucket); err != nil {
-		return nil, fmt.Errorf("s3 bucket %s: %w", o.Bucket, err)
+		return nil, fmt.Errorf("s3 bucket %s: %w%s", o.Bucket, err, credentialsHint(err))
+	} else if !ok && o.NoCreate {
+		return nil, fmt.Errorf("s3 bucket %s does not exist (clowder serve, pull and import create it)", o.Bucket)
 	} else if !ok {
 		if err := c.MakeBucket(ctx, o.Bucket, minio.MakeBucketOptions{Region: o.Region}); err != nil {
 			if resp := minio.ToErrorResponse(err); resp.Code != "BucketAlreadyOwnedByYou" && resp.Code != "BucketAlreadyExists" {
@@ -155,6 +176,16 @@ func isPrecondition(err error) bool {
 	}
 	return r.StatusCode == http.StatusPreconditionFailed || r.Code == "PreconditionFailed" ||
 		strings.Contains(err.Error(), "pre-conditions you specified did not hold")
+}
+
+// credentialsHint points at the config keys when S3 refused the
+// credentials.
+func credentialsHint(err error) string {
+	switch minio.ToErrorResponse(err).Code {
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch":
+		return " (check storage.s3.access_key and secret_key)"
+	}
+	return ""
 }
 
 func isNotFound(err error) bool {
@@ -387,9 +418,101 @@ func (w *writer) Commit(ctx context.Context) (ocispec.Descriptor, error) {
 	if err != nil {
 		return desc, err
 	}
-	err = w.s.upload(ctx, desc, io.NewSectionReader(r, 0, desc.Size))
+	if err := w.s.upload(ctx, desc, io.NewSectionReader(r, 0, desc.Size)); err != nil {
+		// The bucket is down or refused: the verified blob stays in this
+		// replica's layout and is offered again until the bucket takes it,
+		// so the fill (and its clients) still succeed.
+		w.s.deferUpload(desc, err)
+		return desc, nil
+	}
 	w.s.cache.added(desc.Digest, desc.Size)
-	return desc, err
+	return desc, nil
+}
+
+// Event is something a Store did that operators want to see: fleet
+// coordination ("lease", "follow", "takeover", "alone") and uploads the
+// bucket refused ("upload-deferred") or took later ("uploaded").
+type Event struct {
+	Kind   string
+	Digest digest.Digest
+	Peer   string // the other replica (fleet events)
+	Err    error  // the cause ("alone", "upload-deferred")
+}
+
+// OnEvent sets the hook told about Events. Call it before serving.
+func (s *Store) OnEvent(fn func(Event)) { s.onEvent = fn }
+
+func (s *Store) event(ev Event) {
+	if s.onEvent != nil {
+		s.onEvent(ev)
+	}
+}
+
+// deferUpload records a committed blob whose upload failed and starts the
+// retry loop.
+func (s *Store) deferUpload(desc ocispec.Descriptor, err error) {
+	s.event(Event{Kind: "upload-deferred", Digest: desc.Digest, Err: err})
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	s.unuploaded[desc.Digest] = desc.Size
+	if !s.retrying {
+		s.retrying = true
+		go s.retryUploads()
+	}
+}
+
+// Unuploaded returns how many committed blobs wait for the bucket.
+func (s *Store) Unuploaded() int {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	return len(s.unuploaded)
+}
+
+// retryUploads offers the deferred blobs to the bucket every retryEvery
+// until none is left.
+func (s *Store) retryUploads() {
+	for {
+		time.Sleep(s.retryEvery)
+		s.upMu.Lock()
+		todo := make(map[digest.Digest]int64, len(s.unuploaded))
+		for d, n := range s.unuploaded {
+			todo[d] = n
+		}
+		s.upMu.Unlock()
+		for d, n := range todo {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			err := s.uploadLocal(ctx, ocispec.Descriptor{Digest: d, Size: n})
+			cancel()
+			if err != nil && !errors.Is(err, cas.ErrNotFound) {
+				continue // still down: next round
+			}
+			s.upMu.Lock()
+			delete(s.unuploaded, d)
+			s.upMu.Unlock()
+			if err == nil {
+				s.event(Event{Kind: "uploaded", Digest: d})
+				s.cache.added(d, n)
+			}
+		}
+		s.upMu.Lock()
+		if len(s.unuploaded) == 0 {
+			s.retrying = false
+			s.upMu.Unlock()
+			return
+		}
+		s.upMu.Unlock()
+	}
+}
+
+// uploadLocal uploads the local copy of a blob (ErrNotFound when the copy
+// is gone, e.g. collected meanwhile).
+func (s *Store) uploadLocal(ctx context.Context, desc ocispec.Descriptor) error {
+	f, err := s.local.Open(ctx, desc.Digest)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return s.upload(ctx, desc, f)
 }
 
 // upload puts a locally committed blob into the bucket once (a second

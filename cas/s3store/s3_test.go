@@ -3,6 +3,7 @@ package s3store_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -211,5 +213,68 @@ func TestS3NamesThroughBucketOutage(t *testing.T) {
 	front.Close()
 	if got, err := s.Resolve(ctx, "outage:v1"); err != nil || got.Digest != desc.Digest {
 		t.Errorf("Resolve with the bucket down = %v, %v; want the name last read (%s)", got.Digest, err, desc.Digest)
+	}
+}
+
+// A blob whose upload the bucket refuses still commits (its fill and
+// clients succeed): the verified copy stays local and is uploaded once the
+// bucket takes it again.
+func TestS3DeferredUpload(t *testing.T) {
+	ep := os.Getenv("CLOWDER_S3_ENDPOINT")
+	if ep == "" {
+		t.Skip("needs an S3 endpoint: make test-s3")
+	}
+	target, _ := url.Parse(ep)
+	var refuse atomic.Bool
+	rp := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if refuse.Load() && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/") {
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>refused by the test</Message></Error>`)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	t.Setenv("CLOWDER_S3_ENDPOINT", front.URL)
+	loc := freshBucket()
+	var events []string
+	var mu sync.Mutex
+	s := openStore(t, loc, s3store.Options{UploadRetry: 50 * time.Millisecond})
+	s.OnEvent(func(ev s3store.Event) { mu.Lock(); events = append(events, ev.Kind); mu.Unlock() })
+	t.Setenv("CLOWDER_S3_ENDPOINT", ep)
+	direct := newStore(t, loc)
+
+	ctx := context.Background()
+	data := []byte("kept while the bucket refuses")
+	d := digest.FromBytes(data)
+	refuse.Store(true)
+	if _, err := cas.Ingest(ctx, s, ocispec.Descriptor{Digest: d, Size: int64(len(data))}, bytesReader(data)); err != nil {
+		t.Fatalf("ingest with the bucket refusing uploads: %v", err)
+	}
+	if s.Unuploaded() != 1 {
+		t.Errorf("Unuploaded = %d, want 1", s.Unuploaded())
+	}
+	if got, err := cas.ReadAll(ctx, s, d, 1<<20); err != nil || string(got) != string(data) {
+		t.Errorf("read back from the replica: %q, %v", got, err)
+	}
+	if _, err := direct.Stat(ctx, d); err == nil {
+		t.Fatalf("blob in the bucket although its upload was refused")
+	}
+	refuse.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Unuploaded() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("deferred upload not done 10 s after the bucket came back")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, err := cas.ReadAll(ctx, direct, d, 1<<20); err != nil || string(got) != string(data) {
+		t.Errorf("another replica reads the deferred blob: %q, %v", got, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(events, ",") != "upload-deferred,uploaded" {
+		t.Errorf("events %v, want upload-deferred then uploaded", events)
 	}
 }

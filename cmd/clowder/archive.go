@@ -77,7 +77,7 @@ func newImportCmd(g *globalFlags) *cobra.Command {
 		Short: "Verify and add the content and names of an OCI image layout tar",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := g.app()
+			a, err := g.appCreating()
 			if err != nil {
 				return err
 			}

@@ -71,6 +71,16 @@ written is never swept; fills in progress are not under blobs/ at all.`,
 				verb = "would remove"
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%d blobs referenced; %s %d blobs (%s); kept %d recent unreferenced\n", res.Marked, verb, res.Swept, human(res.SweptBytes), res.KeptRecent)
+			if a.s3 != nil && !dryRun {
+				// Leases whose owner died and whose blob nobody missed since.
+				n, err := a.s3.SweepLeases(cmd.Context(), time.Minute)
+				if err != nil {
+					return err
+				}
+				if n > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "removed %d expired fill leases\n", n)
+				}
+			}
 			return nil
 		},
 	}

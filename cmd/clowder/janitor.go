@@ -45,6 +45,12 @@ func (j *janitorState) pass(ctx context.Context, a *app) {
 			a.log.Warn().Err(err).Msg("recording last use")
 		}
 	}
+	if a.s3 != nil {
+		// Leases whose owner died and whose blob nobody missed since.
+		if _, err := a.s3.SweepLeases(ctx, time.Minute); err != nil {
+			a.log.Warn().Err(err).Msg("sweeping fill leases")
+		}
+	}
 	max := int64(a.cfg.MaxSize)
 	if max <= 0 {
 		return

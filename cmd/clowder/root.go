@@ -64,8 +64,15 @@ func (g *globalFlags) loadConfig() (*config.Config, error) {
 	return c, nil
 }
 
-// app loads the config and wires an app, logging warnings only.
-func (g *globalFlags) app() (*app, error) {
+// app loads the config and wires an app that reads an existing cache
+// (an s3 bucket must exist), logging warnings only.
+func (g *globalFlags) app() (*app, error) { return g.wire(false) }
+
+// appCreating is app for commands that fill the cache (import): a missing s3
+// bucket is created.
+func (g *globalFlags) appCreating() (*app, error) { return g.wire(true) }
+
+func (g *globalFlags) wire(create bool) (*app, error) {
 	cfg, err := g.loadConfig()
 	if err != nil {
 		return nil, err
@@ -73,7 +80,7 @@ func (g *globalFlags) app() (*app, error) {
 	if cfg.LogLevel == "info" && g.logLevel == "" {
 		cfg.LogLevel = "warn"
 	}
-	return newApp(cfg, os.Stderr)
+	return wireApp(cfg, os.Stderr, create)
 }
 
 func oneLine(s string) string {

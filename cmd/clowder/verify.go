@@ -26,7 +26,7 @@ func newVerifyCmd(g *globalFlags) *cobra.Command {
 			verify := func(fn func(cas.VerifyResult)) error {
 				if cfg.Storage.Type == config.StorageS3 {
 					// The bucket's blobs, streamed and hashed.
-					st, err := openStore(cfg)
+					st, err := openStore(cfg, false)
 					if err != nil {
 						return err
 					}

@@ -80,9 +80,15 @@ func credentials(u config.Upstream) oci.Credentials {
 	}
 }
 
+// newApp wires an app that may write the cache (serve, pull, import): an s3
+// bucket is created when missing.
 func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
+	return wireApp(cfg, logOut, true)
+}
+
+func wireApp(cfg *config.Config, logOut io.Writer, create bool) (*app, error) {
 	log := newLogger(cfg.LogLevel, logOut)
-	st, err := openStore(cfg)
+	st, err := openStore(cfg, create)
 	if err != nil {
 		return nil, err
 	}
@@ -92,9 +98,18 @@ func newApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	m := metrics.New(filler.InFlight)
 	if st.s3 != nil {
 		filler.Coordinator = st.s3
-		st.s3.OnFleetEvent(func(kind string, d digest.Digest, peer string) {
-			m.Fleet.WithLabelValues(kind).Inc()
-			log.Info().Str("digest", d.String()).Str("peer", peer).Msg("fleet " + kind)
+		st.s3.OnEvent(func(ev s3store.Event) {
+			l := log.Info()
+			switch ev.Kind {
+			case "lease", "follow", "takeover", "alone":
+				m.Fleet.WithLabelValues(ev.Kind).Inc()
+				if ev.Kind == "alone" {
+					l = log.Warn()
+				}
+			case "upload-deferred":
+				l = log.Warn()
+			}
+			l.Str("digest", ev.Digest.String()).Str("peer", ev.Peer).AnErr("cause", ev.Err).Msg(fleetMessage(ev.Kind))
 		})
 	}
 	filler.OnEvent = func(ev cas.FillEvent) {
@@ -187,7 +202,7 @@ type openedStore struct {
 
 // openStore opens the configured backend: the layout under root, or the
 // shared bucket with root as the working area.
-func openStore(cfg *config.Config) (openedStore, error) {
+func openStore(cfg *config.Config, create bool) (openedStore, error) {
 	if cfg.Storage.Type != config.StorageS3 {
 		l, err := cas.OpenLayout(cfg.Root)
 		return openedStore{store: l, local: l}, err
@@ -199,6 +214,7 @@ func openStore(cfg *config.Config) (openedStore, error) {
 		Endpoint: o.Endpoint, Bucket: o.Bucket, Region: o.Region, Prefix: o.Prefix,
 		AccessKey: o.AccessKey, SecretKey: o.SecretKey,
 		Root:           cfg.Root,
+		NoCreate:       !create,
 		LocalCacheSize: int64(cfg.LocalCacheSize),
 		Advertise:      cfg.AdvertiseURL(),
 		LeaseTTL:       cfg.Storage.Lease(),
@@ -227,4 +243,15 @@ func (a *app) gc(ctx context.Context, opts cas.GCOptions) (cas.GCResult, error) 
 // annotate sets annotations on names in one update.
 func (a *app) annotate(ctx context.Context, set map[string]map[string]string) error {
 	return cas.Annotate(ctx, a.store.(cas.Updater), set)
+}
+
+// fleetMessage is the log message of an s3store event.
+func fleetMessage(kind string) string {
+	switch kind {
+	case "upload-deferred":
+		return "upload to the bucket failed; kept locally, retrying"
+	case "uploaded":
+		return "deferred upload done"
+	}
+	return "fleet " + kind
 }
