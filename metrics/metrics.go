@@ -54,6 +54,11 @@ func New(inFlight func() int) *Metrics {
 	return m
 }
 
+// GaugeFunc registers a gauge read when scraped (backend-specific values).
+func (m *Metrics) GaugeFunc(name, help string, fn func() float64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn))
+}
+
 // Handler serves /metrics.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

@@ -162,6 +162,9 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	return s, nil
 }
 
+// LocalCacheBytes returns the bytes of local copies the local cache holds.
+func (s *Store) LocalCacheBytes() int64 { return s.cache.Bytes() }
+
 // Local returns the replica's local layout (working area and read copy).
 func (s *Store) Local() *cas.Layout { return s.local }
 

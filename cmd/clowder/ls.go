@@ -44,7 +44,11 @@ func newLsCmd(g *globalFlags) *cobra.Command {
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d names, %s referenced, %s on disk, %s saved by dedup\n", len(u.Names), human(u.Referenced), human(u.Disk), human(u.Saved))
+			where := "on disk"
+			if a.s3 != nil {
+				where = "in the bucket"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d names, %s referenced, %s %s, %s saved by dedup\n", len(u.Names), human(u.Referenced), human(u.Disk), where, human(u.Saved))
 			return nil
 		},
 	}

@@ -98,6 +98,8 @@ func wireApp(cfg *config.Config, logOut io.Writer, create bool) (*app, error) {
 	m := metrics.New(filler.InFlight)
 	if st.s3 != nil {
 		filler.Coordinator = st.s3
+		m.GaugeFunc("clowder_local_cache_bytes", "Bytes of local blob copies an s3 replica keeps (bounded by local_cache_size).", func() float64 { return float64(st.s3.LocalCacheBytes()) })
+		m.GaugeFunc("clowder_uploads_deferred", "Committed blobs waiting for the bucket to take their upload.", func() float64 { return float64(st.s3.Unuploaded()) })
 		st.s3.OnEvent(func(ev s3store.Event) {
 			l := log.Info()
 			switch ev.Kind {
