@@ -348,15 +348,6 @@ func layoutBlob(t testing.TB, dir, dgst string) ([]byte, error) {
 	return b, nil
 }
 
-// firstDigest returns the first sha256 digest in s (e.g. a client's output).
-func firstDigest(s string) string {
-	i := strings.Index(s, "sha256:")
-	if i < 0 || len(s) < i+71 {
-		return ""
-	}
-	return s[i : i+71]
-}
-
 // descriptorDigest parses `oras manifest fetch --descriptor` style output.
 func descriptorDigest(t testing.TB, what, out string) string {
 	t.Helper()

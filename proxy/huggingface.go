@@ -165,16 +165,6 @@ func (h *HF) OCIName(r hf.RepoRef) string {
 	return n + strings.ToLower(r.ID)
 }
 
-// ErrHFNotFound is a repo, revision or file Clowder knows is missing; Code is
-// the hub's X-Error-Code.
-type ErrHFNotFound struct {
-	Code    string
-	Message string
-	Commit  string
-}
-
-func (e *ErrHFNotFound) Error() string { return e.Code + ": " + e.Message }
-
 // Resolve returns the view of repo at rev: from the cache when the revision
 // was confirmed within the upstream's tag_ttl (a commit id always is), else
 // from the hub, else (hub unreachable) the last resolution.

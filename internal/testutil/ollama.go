@@ -116,18 +116,17 @@ func NewOllamaModelFrom(gguf []byte) *OllamaModel {
 // whose signed URLs expire. Any request a proxy should not send fails the
 // test.
 type OllamaRegistry struct {
-	t       testing.TB
-	Server  *httptest.Server
-	Store   *httptest.Server
-	Host    string
-	Expiry  time.Duration
-	key     []byte
-	mu      sync.Mutex
-	models  map[string]*OllamaModel // "library/m:tag"
-	blobs   map[digest.Digest][]byte
-	gets    map[string]int // object-store full GETs per digest
-	ranged  map[string]int
-	regReqs []string
+	t      testing.TB
+	Server *httptest.Server
+	Store  *httptest.Server
+	Host   string
+	Expiry time.Duration
+	key    []byte
+	mu     sync.Mutex
+	models map[string]*OllamaModel // "library/m:tag"
+	blobs  map[digest.Digest][]byte
+	gets   map[string]int // object-store full GETs per digest
+	ranged map[string]int
 }
 
 // NewOllamaRegistry starts the fake registry and object store.
@@ -160,13 +159,6 @@ func (o *OllamaRegistry) StoreGets(d digest.Digest) (full, ranged int) {
 	return o.gets[d.Encoded()], o.ranged[d.Encoded()]
 }
 
-// Requests returns the registry (not object store) requests seen.
-func (o *OllamaRegistry) Requests() []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return append([]string(nil), o.regReqs...)
-}
-
 func (o *OllamaRegistry) sign(hexd string, exp int64) string {
 	h := hmac.New(sha256.New, o.key)
 	fmt.Fprintf(h, "%s:%d", hexd, exp)
@@ -174,9 +166,6 @@ func (o *OllamaRegistry) sign(hexd string, exp int64) string {
 }
 
 func (o *OllamaRegistry) serveRegistry(w http.ResponseWriter, r *http.Request) {
-	o.mu.Lock()
-	o.regReqs = append(o.regReqs, r.Method+" "+r.URL.Path)
-	o.mu.Unlock()
 	segs := strings.Split(strings.TrimPrefix(r.URL.Path, "/v2/"), "/")
 	if !strings.HasPrefix(r.URL.Path, "/v2/") || len(segs) != 4 {
 		o.t.Errorf("ollama registry: unexpected request %s %s (no /v2/ ping, no catalog, no tags)", r.Method, r.URL)
