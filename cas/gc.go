@@ -118,8 +118,23 @@ func Collect(ctx context.Context, s Collectable, opts GCOptions) (GCResult, erro
 }
 
 // Blobs implements Collectable: every file under blobs/sha256 and
-// blobs/sha512.
+// blobs/sha512 named by a valid digest.
 func (l *Layout) Blobs(ctx context.Context, fn func(BlobInfo) error) error {
+	return l.blobEntries(ctx, func(_ string, d digest.Digest, e os.DirEntry) error {
+		if e.IsDir() || ValidateDigest(d) != nil {
+			return nil
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return nil
+		}
+		return fn(BlobInfo{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()})
+	})
+}
+
+// blobEntries calls fn for every entry of blobs/sha256 and blobs/sha512
+// (stray files included) with its path and the digest its name says.
+func (l *Layout) blobEntries(ctx context.Context, fn func(path string, d digest.Digest, e os.DirEntry) error) error {
 	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
 		dir := filepath.Join(l.root, "blobs", alg.String())
 		ents, err := os.ReadDir(dir)
@@ -133,15 +148,7 @@ func (l *Layout) Blobs(ctx context.Context, fn func(BlobInfo) error) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			d := digest.NewDigestFromEncoded(alg, e.Name())
-			if e.IsDir() || ValidateDigest(d) != nil {
-				continue
-			}
-			fi, err := e.Info()
-			if err != nil {
-				continue
-			}
-			if err := fn(BlobInfo{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+			if err := fn(filepath.Join(dir, e.Name()), digest.NewDigestFromEncoded(alg, e.Name()), e); err != nil {
 				return err
 			}
 		}

@@ -2,10 +2,8 @@ package cas
 
 import (
 	"context"
-	"errors"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -26,39 +24,24 @@ type VerifyResult struct {
 // repair, damaged blobs and stray files are removed so the next request
 // refetches them.
 func (l *Layout) Verify(ctx context.Context, repair bool, fn func(VerifyResult)) error {
-	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
-		dir := filepath.Join(l.root, "blobs", alg.String())
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue
-			}
-			return err
+	return l.blobEntries(ctx, func(p string, d digest.Digest, e os.DirEntry) error {
+		res := VerifyResult{Digest: d, Path: p}
+		if fi, err := e.Info(); err == nil {
+			res.Size = fi.Size()
 		}
-		for _, e := range ents {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			p := filepath.Join(dir, e.Name())
-			d := digest.NewDigestFromEncoded(alg, e.Name())
-			res := VerifyResult{Digest: d, Path: p}
-			if fi, err := e.Info(); err == nil {
-				res.Size = fi.Size()
-			}
-			if e.IsDir() || ValidateDigest(d) != nil {
-				res.Err = ErrInvalidDigest
-			} else if err := hashFile(p, d); err != nil {
-				res.Err = err
-			}
-			if res.Err != nil && repair {
-				if os.RemoveAll(p) == nil {
-					res.Removed = true
-				}
-			}
-			fn(res)
+		if e.IsDir() || ValidateDigest(d) != nil {
+			res.Err = ErrInvalidDigest
+		} else if err := hashFile(p, d); err != nil {
+			res.Err = err
 		}
-	}
-	return nil
+		if res.Err != nil && repair {
+			if os.RemoveAll(p) == nil {
+				res.Removed = true
+			}
+		}
+		fn(res)
+		return nil
+	})
 }
 
 func hashFile(p string, d digest.Digest) error {
