@@ -13,6 +13,9 @@ filter() { grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; }
 ${GO:-go} test -race -count=1 -timeout 10m -v ./cas/s3store/ 2>&1 | filter
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || exit "$rc"
+# The server's protocol suite (OCI, ollama, Hugging Face, fills, tiers,
+# security) on the s3 backend instead of the local layout.
+CLOWDER_TEST_STORE=s3 ${GO:-go} test -race -count=1 -timeout 10m ./server/ 2>&1 | tail -n 30
 # The fleet: clowder processes on one bucket, real registry upstream.
 CLOWDER_E2E=1 ${GO:-go} test -count=1 -timeout 10m -v -run 'TestFleet' ./e2e/ 2>&1 | tee .fleet.log | filter
 exit "${PIPESTATUS[0]}"

@@ -224,8 +224,12 @@ func TestMissingBlobFileIsRefetched(t *testing.T) {
 	if status, _, got, err := e.timedGet(path, ""); err != nil || status != 200 || !bytes.Equal(got, up.Data) {
 		t.Fatalf("GET after the file vanished: %d %v", status, err)
 	}
-	if gets, _ := up.Gets(); gets != 2 {
-		t.Errorf("upstream GETs = %d, want 2", gets)
+	want := 2
+	if onS3() {
+		want = 1 // the local file was only a copy: the bucket still holds the blob
+	}
+	if gets, _ := up.Gets(); gets != want {
+		t.Errorf("upstream GETs = %d, want %d", gets, want)
 	}
 }
 

@@ -13,6 +13,9 @@ import (
 // (a strict reader: it verifies blob digests) and finds name -> digest.
 func assertLayoutValid(t *testing.T, root, name, digest string) {
 	t.Helper()
+	if onS3() {
+		return // root is the working area; the bucket is the layout (e2e TestFleet reads a copy)
+	}
 	// A fill commits a moment after its clients got the last, verified
 	// byte: wait for the ingest folder to empty.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {

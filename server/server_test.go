@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/clowder-dev/clowder/cas"
+	"github.com/clowder-dev/clowder/cas/s3store"
 	"github.com/clowder-dev/clowder/config"
 	"github.com/clowder-dev/clowder/internal/testutil"
 	"github.com/clowder-dev/clowder/proxy"
@@ -36,7 +37,7 @@ import (
 type env struct {
 	t      *testing.T
 	root   string
-	store  *cas.Layout
+	store  cas.Store
 	filler *cas.Filler
 	proxy  *proxy.Proxy
 	srv    *httptest.Server
@@ -69,14 +70,39 @@ func newEnvWith(t *testing.T, popts proxy.Options, ups ...upSpec) *env {
 	return &env{t: t, root: root, store: store, filler: filler, proxy: p, srv: srv, host: u.Host}
 }
 
-// buildProxy wires a store at root, a filler and a proxy over ups, every
-// upstream client on transport (nil: each client's default).
-func buildProxy(t *testing.T, root string, transport http.RoundTripper, popts proxy.Options, ups ...upSpec) (*cas.Layout, *cas.Filler, *proxy.Proxy) {
+// onS3 reports whether the tests run on the s3 backend.
+func onS3() bool { return os.Getenv("CLOWDER_TEST_STORE") == "s3" }
+
+// testStore opens the store the tests run on: the layout at root, or with
+// CLOWDER_TEST_STORE=s3 (make test-s3) the s3 backend on CLOWDER_S3_* under
+// a fresh key prefix, root its working area keeping every local copy (so
+// tests that look at root/blobs see what they expect).
+func testStore(t *testing.T, root string) cas.Store {
 	t.Helper()
-	store, err := cas.OpenLayout(root)
+	if !onS3() {
+		l, err := cas.OpenLayout(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	s, err := s3store.New(context.Background(), s3store.Options{
+		Endpoint: os.Getenv("CLOWDER_S3_ENDPOINT"), Bucket: "clowder-test", Region: "us-east-1",
+		Prefix:    fmt.Sprintf("server-%d/", time.Now().UnixNano()),
+		AccessKey: os.Getenv("CLOWDER_S3_ACCESS_KEY"), SecretKey: os.Getenv("CLOWDER_S3_SECRET_KEY"),
+		Root: root, LocalCacheSize: 1 << 40,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+// buildProxy wires a store at root, a filler and a proxy over ups, every
+// upstream client on transport (nil: each client's default).
+func buildProxy(t *testing.T, root string, transport http.RoundTripper, popts proxy.Options, ups ...upSpec) (cas.Store, *cas.Filler, *proxy.Proxy) {
+	t.Helper()
+	store := testStore(t, root)
 	var list []*upstream.Upstream
 	for _, u := range ups {
 		ttl := config.Duration(u.ttl)
