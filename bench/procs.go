@@ -137,6 +137,20 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
+// startServer starts a server process (its log under logs/logName) and
+// waits until readyURL answers; a server that never does is stopped.
+func (b *bench) startServer(ctx context.Context, name, logName, readyURL, bin string, args ...string) (*proc, error) {
+	p, err := startProc(name, filepath.Join(b.tmp, "logs", logName), bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, p, readyURL); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return p, nil
+}
+
 // waitHTTP polls url until it answers (any status) or the process exits.
 func waitHTTP(ctx context.Context, p *proc, url string) error {
 	deadline := time.Now().Add(20 * time.Second)
@@ -180,13 +194,9 @@ func (b *bench) startClowderWith(ctx context.Context, bin, tag, root, extra stri
 		return nil, "", err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p, err := startProc("clowder", filepath.Join(b.tmp, "logs", "clowder-"+tag+".log"), bin, "serve", "--config", cfg, "--root", root, "--listen", addr)
-	if err != nil {
-		return nil, "", err
-	}
 	base := "http://" + addr
-	if err := waitHTTP(ctx, p, base+"/healthz"); err != nil {
-		p.stop()
+	p, err := b.startServer(ctx, "clowder", "clowder-"+tag+".log", base+"/healthz", bin, "serve", "--config", cfg, "--root", root, "--listen", addr)
+	if err != nil {
 		return nil, "", err
 	}
 	return p, base, nil
@@ -230,13 +240,9 @@ http:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, "", err
 	}
-	p, err := startProc("distribution", filepath.Join(b.tmp, "logs", "distribution-"+tag+".log"), b.o.registryBin, "serve", cfgPath)
-	if err != nil {
-		return nil, "", err
-	}
 	base := "http://" + addr
-	if err := waitHTTP(ctx, p, base+"/v2/"); err != nil {
-		p.stop()
+	p, err := b.startServer(ctx, "distribution", "distribution-"+tag+".log", base+"/v2/", b.o.registryBin, "serve", cfgPath)
+	if err != nil {
 		return nil, "", err
 	}
 	return p, base, nil
@@ -383,13 +389,9 @@ func (b *bench) startGoFile(ctx context.Context, mode, file string) (*proc, stri
 		return nil, "", err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p, err := startProc("go-"+mode, filepath.Join(b.tmp, "logs", "gofile-"+mode+".log"), self, "serve-file", "-listen", addr, "-mode", mode, "-file", file)
-	if err != nil {
-		return nil, "", err
-	}
 	base := "http://" + addr
-	if err := waitHTTP(ctx, p, base+"/healthz"); err != nil {
-		p.stop()
+	p, err := b.startServer(ctx, "go-"+mode, "gofile-"+mode+".log", base+"/healthz", self, "serve-file", "-listen", addr, "-mode", mode, "-file", file)
+	if err != nil {
 		return nil, "", err
 	}
 	return p, base, nil
