@@ -11,8 +11,11 @@
 // Bytes still go through cas's one verified ingest path: a Writer is a
 // local Layout's (in root, the replica's working area), and Commit uploads
 // the verified, committed file; a second writer of the same blob is a
-// no-op. The local layout keeps what this replica wrote or read, so warm
-// serving runs at local-disk speed.
+// no-op, and an upload the bucket refuses is kept locally and retried.
+// With Options.LocalCacheSize the local layout keeps a bounded set of
+// copies (cache.go), so warm serving runs at local-disk speed; without it
+// hits stream from the bucket. Replicas share fills through lease objects
+// (fleet.go), so the fleet fetches each blob from upstream once.
 package s3store
 
 import (
