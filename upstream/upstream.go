@@ -145,6 +145,19 @@ func NewTransport() *http.Transport {
 	}
 }
 
+// CheckRedirect is the redirect policy of upstream clients: at most 10
+// hops, and credentials never forwarded to another host or scheme (CDNs,
+// object stores).
+func CheckRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if req.URL.Host != via[0].URL.Host || req.URL.Scheme != via[0].URL.Scheme {
+		req.Header.Del("Authorization")
+	}
+	return nil
+}
+
 // ReadCapped reads at most limit bytes of r, failing with ErrTooLarge past it.
 func ReadCapped(r io.Reader, limit int64) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r, limit+1))

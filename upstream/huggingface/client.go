@@ -100,16 +100,8 @@ func New(baseURL, token string, transport http.RoundTripper, userAgent string) (
 	}
 	c := &Client{base: u, token: token, ua: userAgent}
 	c.http = &http.Client{
-		Transport: transport,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 10 {
-				return errors.New("stopped after 10 redirects")
-			}
-			if req.URL.Host != via[0].URL.Host || req.URL.Scheme != via[0].URL.Scheme {
-				req.Header.Del("Authorization")
-			}
-			return nil
-		},
+		Transport:     transport,
+		CheckRedirect: upstream.CheckRedirect,
 	}
 	return c, nil
 }

@@ -113,17 +113,8 @@ func New(baseURL string, opts Options) (*Client, error) {
 	}
 	c := &Client{base: u, prefix: prefix, orig: baseURL, opts: opts, tokens: map[tokenKey]token{}, byRepo: map[string]tokenKey{}, basic: map[string]bool{}}
 	c.http = &http.Client{
-		Transport: opts.Transport,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 10 {
-				return errors.New("stopped after 10 redirects")
-			}
-			// Never forward credentials to another host (CDNs, object stores).
-			if req.URL.Host != via[0].URL.Host || req.URL.Scheme != via[0].URL.Scheme {
-				req.Header.Del("Authorization")
-			}
-			return nil
-		},
+		Transport:     opts.Transport,
+		CheckRedirect: upstream.CheckRedirect,
 	}
 	return c, nil
 }
