@@ -193,15 +193,7 @@ func (s *Server) hostedManifest(w http.ResponseWriter, r *http.Request, h *hoste
 			writeError(w, r, err)
 			return
 		}
-		hd := w.Header()
-		hd.Set("Content-Type", m.Desc.MediaType)
-		hd.Set("Content-Length", strconv.Itoa(len(m.Body)))
-		hd.Set("Docker-Content-Digest", m.Desc.Digest.String())
-		hd.Set("ETag", `"`+m.Desc.Digest.String()+`"`)
-		w.WriteHeader(http.StatusOK)
-		if r.Method != http.MethodHead {
-			_, _ = w.Write(m.Body)
-		}
+		writeManifest(w, r, m.Desc, m.Body)
 	}
 }
 

@@ -147,14 +147,19 @@ func (s *Server) handleManifest(w http.ResponseWriter, r *http.Request, rt upstr
 		return
 	}
 	info(r).cache = cacheState(m.Hit, m.Stale)
+	writeManifest(w, r, m.Desc, m.Body)
+}
+
+// writeManifest answers a manifest GET or HEAD (proxied and hosted alike).
+func writeManifest(w http.ResponseWriter, r *http.Request, desc ocispec.Descriptor, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", m.Desc.MediaType)
-	h.Set("Content-Length", strconv.Itoa(len(m.Body)))
-	h.Set("Docker-Content-Digest", m.Desc.Digest.String())
-	h.Set("ETag", `"`+m.Desc.Digest.String()+`"`)
+	h.Set("Content-Type", desc.MediaType)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Docker-Content-Digest", desc.Digest.String())
+	h.Set("ETag", `"`+desc.Digest.String()+`"`)
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
-		_, _ = w.Write(m.Body)
+		_, _ = w.Write(body)
 	}
 }
 
