@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clowder-dev/clowder/internal/testutil"
 	"github.com/clowder-dev/clowder/upstream"
 	hf "github.com/clowder-dev/clowder/upstream/huggingface"
 )
@@ -121,23 +122,9 @@ func FuzzSanitizeHubJSON(f *testing.F) {
 		}
 		var v any
 		_ = json.Unmarshal(out, &v)
-		var walk func(any)
-		walk = func(x any) {
-			switch y := x.(type) {
-			case map[string]any:
-				for k, e := range y {
-					if strings.HasPrefix(strings.ToLower(k), "xet") {
-						t.Fatalf("SanitizeHubJSON(%q) kept %q", b, k)
-					}
-					walk(e)
-				}
-			case []any:
-				for _, e := range y {
-					walk(e)
-				}
-			}
+		if k, ok := testutil.XetKey(v); ok {
+			t.Fatalf("SanitizeHubJSON(%q) kept %q", b, k)
 		}
-		walk(v)
 	})
 }
 

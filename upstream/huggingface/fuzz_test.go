@@ -6,6 +6,8 @@ import (
 	"path"
 	"strings"
 	"testing"
+
+	"github.com/clowder-dev/clowder/internal/testutil"
 )
 
 // escapePath keeps a file path's slashes and nothing else of URL syntax: the
@@ -50,23 +52,9 @@ func FuzzStripXet(f *testing.F) {
 		if json.Unmarshal(b, &v) != nil {
 			return
 		}
-		var walk func(any)
-		walk = func(x any) {
-			switch y := x.(type) {
-			case map[string]any:
-				for k, e := range y {
-					if strings.HasPrefix(strings.ToLower(k), "xet") {
-						t.Fatalf("StripXet(%s) kept key %q", b, k)
-					}
-					walk(e)
-				}
-			case []any:
-				for _, e := range y {
-					walk(e)
-				}
-			}
+		if k, ok := testutil.XetKey(StripXet(v)); ok {
+			t.Fatalf("StripXet(%s) kept key %q", b, k)
 		}
-		walk(StripXet(v))
 	})
 }
 
