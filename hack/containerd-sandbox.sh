@@ -28,7 +28,7 @@ CTR="${CTR:-ctr}"
 sock="$dir/containerd.sock"
 pidf="$dir/containerd.pid"
 
-running() { [[ -f "$pidf" ]] && kill -0 "$(cat "$pidf")" 2>/dev/null; }
+. "$(dirname "${BASH_SOURCE[0]}")/sandbox-lib.sh"
 
 case $cmd in
 start)
@@ -91,13 +91,8 @@ start)
 	exit 1
 	;;
 stop)
-	if running; then
-		pid=$(cat "$pidf")
-		kill "$pid"
-		for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" || true; fi
-	fi
-	rm -f "$pidf" "$sock" "$sock.ttrpc"
+	stop_pid 50
+	rm -f "$sock" "$sock.ttrpc"
 	# Snapshotters/unpack may leave mounts below root or state.
 	if command -v findmnt >/dev/null 2>&1; then
 		# (grep finds nothing when nothing is mounted: not an error)

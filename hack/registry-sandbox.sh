@@ -16,7 +16,7 @@ dir=$(mkdir -p "$2" && cd "$2" && pwd)
 REGISTRY="${REGISTRY:-registry}"
 pidf="$dir/registry.pid"
 
-running() { [[ -f "$pidf" ]] && kill -0 "$(cat "$pidf")" 2>/dev/null; }
+. "$(dirname "${BASH_SOURCE[0]}")/sandbox-lib.sh"
 
 case $cmd in
 start)
@@ -56,13 +56,7 @@ start)
 	exit 1
 	;;
 stop)
-	if running; then
-		pid=$(cat "$pidf")
-		kill "$pid"
-		for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" || true; fi
-	fi
-	rm -f "$pidf"
+	stop_pid 50
 	;;
 *) usage ;;
 esac

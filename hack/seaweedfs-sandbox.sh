@@ -29,7 +29,7 @@ pidf="$dir/weed.pid"
 NPORTS=10
 
 log() { printf 'seaweedfs-sandbox: %s\n' "$*" >&2; }
-running() { [[ -f "$pidf" ]] && kill -0 "$(cat "$pidf")" 2>/dev/null; }
+. "$(dirname "${BASH_SOURCE[0]}")/sandbox-lib.sh"
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 block_free() {
 	local i
@@ -118,13 +118,7 @@ start)
 	exit 1
 	;;
 stop)
-	if running; then
-		pid=$(cat "$pidf")
-		kill "$pid"
-		for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" || true; fi
-	fi
-	rm -f "$pidf"
+	stop_pid 100
 	;;
 *) usage ;;
 esac
