@@ -10,7 +10,7 @@ export CLOWDER_S3_ENDPOINT=$(cat "$dir/endpoint")
 export CLOWDER_S3_ACCESS_KEY=${S3_ACCESS_KEY:-clowder} CLOWDER_S3_SECRET_KEY=${S3_SECRET_KEY:-clowder-secret}
 echo "s3: SeaweedFS at $CLOWDER_S3_ENDPOINT"
 filter() { grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; }
-${GO:-go} test -race -count=1 -timeout 10m -v ./cas/s3store/ 2>&1 | filter
+${GO:-go} test -race -count=1 -timeout 10m -v ./internal/testutil/s3test/ ./cas/s3store/ 2>&1 | filter
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || exit "$rc"
 # The server's protocol suite (OCI, ollama, Hugging Face, fills, tiers,

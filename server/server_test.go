@@ -26,6 +26,7 @@ import (
 	"github.com/clowder-dev/clowder/cas/s3store"
 	"github.com/clowder-dev/clowder/config"
 	"github.com/clowder-dev/clowder/internal/testutil"
+	"github.com/clowder-dev/clowder/internal/testutil/s3test"
 	"github.com/clowder-dev/clowder/proxy"
 	"github.com/clowder-dev/clowder/server"
 	"github.com/clowder-dev/clowder/upstream"
@@ -74,8 +75,8 @@ func newEnvWith(t *testing.T, popts proxy.Options, ups ...upSpec) *env {
 func onS3() bool { return os.Getenv("CLOWDER_TEST_STORE") == "s3" }
 
 // testStore opens the store the tests run on: the layout at root, or with
-// CLOWDER_TEST_STORE=s3 (make test-s3) the s3 backend on CLOWDER_S3_* under
-// a fresh key prefix, root its working area keeping every local copy (so
+// CLOWDER_TEST_STORE=s3 the s3 backend under a fresh key prefix (on
+// CLOWDER_S3_* in make test-s3, else on the in-process fake), root its working area keeping every local copy (so
 // tests that look at root/blobs see what they expect).
 func testStore(t *testing.T, root string) cas.Store {
 	t.Helper()
@@ -86,10 +87,11 @@ func testStore(t *testing.T, root string) cas.Store {
 		}
 		return l
 	}
+	ep := s3test.Get(t)
 	s, err := s3store.New(context.Background(), s3store.Options{
-		Endpoint: os.Getenv("CLOWDER_S3_ENDPOINT"), Bucket: "clowder-test", Region: "us-east-1",
+		Endpoint: ep.URL, Bucket: s3test.Bucket, Region: "us-east-1",
 		Prefix:    fmt.Sprintf("server-%d/", time.Now().UnixNano()),
-		AccessKey: os.Getenv("CLOWDER_S3_ACCESS_KEY"), SecretKey: os.Getenv("CLOWDER_S3_SECRET_KEY"),
+		AccessKey: ep.AccessKey, SecretKey: ep.SecretKey,
 		Root: root, LocalCacheSize: 1 << 40,
 	})
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,19 +18,18 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/clowder-dev/clowder/internal/testutil/s3test"
 )
 
 // newFleetStore opens a replica on clowder-test/<prefix> with fill leases
 // (lease_ttl ttl).
 func newFleetStore(t *testing.T, prefix string, ttl time.Duration) *Store {
 	t.Helper()
-	ep := os.Getenv("CLOWDER_S3_ENDPOINT")
-	if ep == "" {
-		t.Skip("needs an S3 endpoint: make test-s3")
-	}
+	ep := s3test.Get(t)
 	s, err := New(context.Background(), Options{
-		Endpoint: ep, Bucket: "clowder-test", Prefix: prefix, Region: "us-east-1",
-		AccessKey: os.Getenv("CLOWDER_S3_ACCESS_KEY"), SecretKey: os.Getenv("CLOWDER_S3_SECRET_KEY"),
+		Endpoint: ep.URL, Bucket: s3test.Bucket, Prefix: prefix, Region: "us-east-1",
+		AccessKey: ep.AccessKey, SecretKey: ep.SecretKey,
 		Root: t.TempDir(), Advertise: "http://127.0.0.1:1", LeaseTTL: ttl, FleetKey: FleetKey("k"),
 	})
 	if err != nil {

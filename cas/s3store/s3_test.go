@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,11 +20,12 @@ import (
 	"github.com/clowder-dev/clowder/cas"
 	"github.com/clowder-dev/clowder/cas/casstest"
 	"github.com/clowder-dev/clowder/cas/s3store"
+	"github.com/clowder-dev/clowder/internal/testutil/s3test"
 )
 
 // These tests run against a real S3 engine (SeaweedFS, started by
-// `make test-s3`): CLOWDER_S3_ENDPOINT, CLOWDER_S3_ACCESS_KEY,
-// CLOWDER_S3_SECRET_KEY.
+// `make test-s3`: CLOWDER_S3_ENDPOINT, CLOWDER_S3_ACCESS_KEY,
+// CLOWDER_S3_SECRET_KEY) or, without one, an in-process fake (s3test).
 //
 // Each test gets a fresh key prefix in one bucket, not a bucket of its
 // own: an S3 engine on a small disk has room for few buckets (SeaweedFS
@@ -35,16 +35,17 @@ func newStore(t *testing.T, loc string) *s3store.Store {
 	return openStore(t, loc, s3store.Options{})
 }
 
-// openStore opens loc ("bucket/prefix/") with o's other options.
+// openStore opens loc ("bucket/prefix/") with o's other options, on the
+// test engine unless o.Endpoint names another (a proxy in front of it).
 func openStore(t *testing.T, loc string, o s3store.Options) *s3store.Store {
 	t.Helper()
-	ep := os.Getenv("CLOWDER_S3_ENDPOINT")
-	if ep == "" {
-		t.Skip("needs an S3 endpoint: make test-s3")
-	}
+	ep := s3test.Get(t)
 	bucket, prefix, _ := strings.Cut(loc, "/")
-	o.Endpoint, o.Bucket, o.Prefix, o.Region = ep, bucket, prefix, "us-east-1"
-	o.AccessKey, o.SecretKey = os.Getenv("CLOWDER_S3_ACCESS_KEY"), os.Getenv("CLOWDER_S3_SECRET_KEY")
+	if o.Endpoint == "" {
+		o.Endpoint = ep.URL
+	}
+	o.Bucket, o.Prefix, o.Region = bucket, prefix, "us-east-1"
+	o.AccessKey, o.SecretKey = ep.AccessKey, ep.SecretKey
 	if o.Root == "" {
 		o.Root = t.TempDir()
 	}
@@ -60,7 +61,7 @@ var n int64
 // freshBucket returns a new location, "clowder-test/<unique>/".
 func freshBucket() string {
 	n++
-	return fmt.Sprintf("clowder-test/t%d-%d/", time.Now().UnixNano()%1e9, n)
+	return fmt.Sprintf("%s/t%d-%d/", s3test.Bucket, time.Now().UnixNano()%1e9, n)
 }
 
 func TestS3Conformance(t *testing.T) {
@@ -117,10 +118,6 @@ func TestS3ReplicasShareNamesAndBlobs(t *testing.T) {
 // the copies stay under the bound (least recently used go first) and a blob
 // read from the bucket is copied locally for the next reader.
 func TestS3LocalCache(t *testing.T) {
-	ep := os.Getenv("CLOWDER_S3_ENDPOINT")
-	if ep == "" {
-		t.Skip("needs an S3 endpoint: make test-s3")
-	}
 	ctx := context.Background()
 	loc := freshBucket()
 	open := func(limit int64) *s3store.Store { return openStore(t, loc, s3store.Options{LocalCacheSize: limit}) }
@@ -189,25 +186,13 @@ func TestS3LocalCache(t *testing.T) {
 // read (its local copies keep answering through an outage) instead of
 // failing every pull, warm ones included.
 func TestS3NamesThroughBucketOutage(t *testing.T) {
-	ep := os.Getenv("CLOWDER_S3_ENDPOINT")
-	if ep == "" {
-		t.Skip("needs an S3 endpoint: make test-s3")
-	}
-	target, err := url.Parse(ep)
+	target, err := url.Parse(s3test.Get(t).URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	front := httptest.NewServer(httputil.NewSingleHostReverseProxy(target))
 	defer front.Close()
-	bucket, prefix, _ := strings.Cut(freshBucket(), "/")
-	s, err := s3store.New(context.Background(), s3store.Options{
-		Endpoint: front.URL, Bucket: bucket, Prefix: prefix, Region: "us-east-1",
-		AccessKey: os.Getenv("CLOWDER_S3_ACCESS_KEY"), SecretKey: os.Getenv("CLOWDER_S3_SECRET_KEY"),
-		Root: t.TempDir(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStore(t, freshBucket(), s3store.Options{Endpoint: front.URL})
 	ctx := context.Background()
 	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("outage"), Size: 6}
 	if err := s.Tag(ctx, "outage:v1", desc); err != nil {
@@ -228,11 +213,7 @@ func TestS3NamesThroughBucketOutage(t *testing.T) {
 // clients succeed): the verified copy stays local and is uploaded once the
 // bucket takes it again.
 func TestS3DeferredUpload(t *testing.T) {
-	ep := os.Getenv("CLOWDER_S3_ENDPOINT")
-	if ep == "" {
-		t.Skip("needs an S3 endpoint: make test-s3")
-	}
-	target, _ := url.Parse(ep)
+	target, _ := url.Parse(s3test.Get(t).URL)
 	var refuse atomic.Bool
 	rp := httputil.NewSingleHostReverseProxy(target)
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -244,13 +225,11 @@ func TestS3DeferredUpload(t *testing.T) {
 		rp.ServeHTTP(w, r)
 	}))
 	defer front.Close()
-	t.Setenv("CLOWDER_S3_ENDPOINT", front.URL)
 	loc := freshBucket()
 	var events []string
 	var mu sync.Mutex
-	s := openStore(t, loc, s3store.Options{UploadRetry: 50 * time.Millisecond})
+	s := openStore(t, loc, s3store.Options{Endpoint: front.URL, UploadRetry: 50 * time.Millisecond})
 	s.OnEvent(func(ev s3store.Event) { mu.Lock(); events = append(events, ev.Kind); mu.Unlock() })
-	t.Setenv("CLOWDER_S3_ENDPOINT", ep)
 	direct := newStore(t, loc)
 
 	ctx := context.Background()

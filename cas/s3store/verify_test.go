@@ -2,7 +2,6 @@ package s3store_test
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 
@@ -13,6 +12,7 @@ import (
 
 	"github.com/clowder-dev/clowder/cas"
 	"github.com/clowder-dev/clowder/cas/s3store"
+	"github.com/clowder-dev/clowder/internal/testutil/s3test"
 )
 
 // clowder verify hashes the bucket's objects, not a replica's local copies
@@ -32,8 +32,9 @@ func TestS3VerifyReadsTheBucket(t *testing.T) {
 	}
 	// Damage the bucket's object behind the replica's back.
 	bucket, prefix, _ := strings.Cut(loc, "/")
-	c, err := minio.New(strings.TrimPrefix(os.Getenv("CLOWDER_S3_ENDPOINT"), "http://"), &minio.Options{
-		Creds: credentials.NewStaticV4(os.Getenv("CLOWDER_S3_ACCESS_KEY"), os.Getenv("CLOWDER_S3_SECRET_KEY"), ""),
+	ep := s3test.Get(t)
+	c, err := minio.New(strings.TrimPrefix(ep.URL, "http://"), &minio.Options{
+		Creds: credentials.NewStaticV4(ep.AccessKey, ep.SecretKey, ""),
 	})
 	if err != nil {
 		t.Fatal(err)
