@@ -91,6 +91,11 @@ type Config struct {
 	// have running; past it a cold blob gets 429 with Retry-After. Default
 	// 32; 0 turns the cap off.
 	MaxFillsPerClient *int `yaml:"max_fills_per_client"`
+	// TrustedProxies are the load balancers in front of Clowder (CIDRs or
+	// IP addresses): from them, X-Forwarded-For names the client, so the
+	// per-client fill cap and the access log see each client rather than
+	// the balancer. Default none: the header is ignored.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// MaxUploadSize bounds one blob pushed to a hosted repository ("10GiB");
 	// 0 (the default) is unbounded.
 	MaxUploadSize ByteSize `yaml:"max_upload_size"`

@@ -68,8 +68,25 @@ func TestRefusals(t *testing.T) {
 		{"upstreams:\n  - {name: a, url: 'http://x', username: u}\n", "password"},
 		{"listen: nowhere\n", "listen"},
 		{"log_level: loud\n", "log_level"},
+		{"trusted_proxies: [10.0.0.0/8, lb.corp.lan]\n", "trusted_proxies[1]"},
+		{"trusted_proxies: ['fe80::1%eth0']\n", "trusted_proxies[0]"},
 	}
 	checkRefusals(t, cases)
+}
+
+func TestTrustedProxies(t *testing.T) {
+	c, err := Parse([]byte("trusted_proxies: [10.0.0.0/8, 192.0.2.7, '[2001:db8::1]', 10.1.2.3/16]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range c.TrustedProxyPrefixes() {
+		got = append(got, p.String())
+	}
+	want := "10.0.0.0/8 192.0.2.7/32 2001:db8::1/128 10.1.0.0/16"
+	if strings.Join(got, " ") != want {
+		t.Errorf("TrustedProxyPrefixes = %v, want %s", got, want)
+	}
 }
 
 // refusal is a config Parse must refuse with a one-line error containing want.

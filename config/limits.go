@@ -39,6 +39,31 @@ func (c *Config) UpstreamURLs() []string {
 	return out
 }
 
+// TrustedProxyPrefixes returns trusted_proxies as prefixes (an address is
+// a one-address prefix). Validate has checked every entry.
+func (c *Config) TrustedProxyPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, e := range c.TrustedProxies {
+		if p, err := parseTrustedProxy(e); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parseTrustedProxy(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or an IP address", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
 func (c *Config) validateLimits() error {
 	if c.MaxFillsPerClient != nil && *c.MaxFillsPerClient < 0 {
 		return fmt.Errorf("max_fills_per_client: %d is negative (0 turns the cap off)", *c.MaxFillsPerClient)
@@ -46,6 +71,11 @@ func (c *Config) validateLimits() error {
 	for i, a := range c.AllowPrivateHosts {
 		if !validAllowEntry(a) {
 			return fmt.Errorf("allow_private_hosts[%d]: %q is not a CIDR, an IP address, a host name or *.domain (no scheme, no port)", i, a)
+		}
+	}
+	for i, e := range c.TrustedProxies {
+		if _, err := parseTrustedProxy(e); err != nil {
+			return fmt.Errorf("trusted_proxies[%d]: %v (load balancers whose X-Forwarded-For is believed)", i, err)
 		}
 	}
 	return nil

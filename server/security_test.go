@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -379,6 +380,59 @@ func TestMaxFillsPerClient(t *testing.T) {
 	if b := body(t, resp); resp.StatusCode != 200 || len(b) != 1000 {
 		t.Fatalf("after the fills ended: %d %s", resp.StatusCode, b)
 	}
+}
+
+// trusted_proxies: behind a load balancer each client's X-Forwarded-For
+// address has its own fill budget; from any other peer the header is
+// ignored (a client cannot buy more fills by writing it).
+func TestMaxFillsPerClientBehindBalancer(t *testing.T) {
+	up := newSlowBlobs(t, 5)
+	e := newGuardedEnv(t, "", nil, proxy.Options{MaxFillsPerClient: 1}, upSpec{name: "up", url: up.srv.URL, def: true})
+	lb := httptest.NewServer(server.New(e.proxy, zerolog.Nop(), server.Options{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}))
+	t.Cleanup(lb.Close)
+	ds := up.digests()
+	var open []*http.Response
+	defer func() {
+		for _, r := range open {
+			r.Body.Close()
+		}
+	}()
+	get := func(base string, d digest.Digest, xff string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+"/v2/up/x/blobs/"+d.String(), nil)
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == 200 {
+			open = append(open, resp) // held by the upstream until free
+		} else {
+			resp.Body.Close()
+		}
+		return resp.StatusCode
+	}
+	steps := []struct {
+		base, xff string
+		blob      int
+		want      int
+	}{
+		{lb.URL, "198.51.100.1", 0, 200},
+		{lb.URL, "198.51.100.2", 1, 200},              // another client behind the balancer
+		{lb.URL, "198.51.100.1", 2, 429},              // the first one again, at its cap
+		{lb.URL, "203.0.113.9, 198.51.100.1", 2, 429}, // its own claim on the left is not believed
+		{lb.URL, "198.51.100.3, 127.0.0.9", 2, 200},   // through a second trusted hop
+		{e.srv.URL, "198.51.100.4", 3, 200},           // direct peer 127.0.0.1: its own budget
+		{e.srv.URL, "198.51.100.5", 4, 429},           // and the header buys it nothing
+	}
+	for i, st := range steps {
+		if got := get(st.base, ds[st.blob], st.xff); got != st.want {
+			t.Errorf("step %d (X-Forwarded-For %q via %s) = %d, want %d", i, st.xff, st.base, got, st.want)
+		}
+	}
+	up.free()
 }
 
 // request_timeout bounds a whole non-blob request (tags, cold manifests,

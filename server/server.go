@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -45,6 +46,9 @@ type Options struct {
 	// FleetKey, when set, serves this replica's fills to the other
 	// replicas of a shared s3 store (s3store.FleetPath).
 	FleetKey []byte
+	// TrustedProxies are the peers (load balancers) whose X-Forwarded-For
+	// names the client, for the per-client fill cap and the access log.
+	TrustedProxies []netip.Prefix
 }
 
 // New returns a Server for one listener.
@@ -227,6 +231,9 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 			}
 			ev = ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", status).
 				Int64("bytes", sw.bytes).Dur("duration", time.Since(start)).Str("remote", r.RemoteAddr)
+			if len(s.opts.TrustedProxies) > 0 && r.Header.Get("X-Forwarded-For") != "" {
+				ev = ev.Str("client", s.clientIP(r))
+			}
 			if q := r.URL.RawQuery; q != "" {
 				if strings.Contains(q, "clowder-sig=") {
 					q = "(presigned; redacted)" // the signature is a credential
