@@ -36,6 +36,12 @@ type Filler struct {
 	Attempts int
 	// Backoff is the wait between attempts.
 	Backoff time.Duration
+	// MaxRetryAfter bounds how long a fill waits, before its first byte,
+	// on an upstream that said when to come back (429 or 503 with
+	// Retry-After: a site Clowder's per-client fill cap, a registry's
+	// short rate limit), within Attempts. A longer wait is left to the
+	// client: the upstream's answer is relayed at once.
+	MaxRetryAfter time.Duration
 	// OnEvent, when set, is told about fill starts, retries and ends (metrics, logs).
 	OnEvent func(ev FillEvent)
 	// Coordinator, when set, shares fills with other replicas of a shared
@@ -66,7 +72,7 @@ type Coordinator interface {
 
 // NewFiller returns a Filler writing into store.
 func NewFiller(store BlobStore) *Filler {
-	return &Filler{store: store, Idle: 30 * time.Second, Attempts: 4, Backoff: 200 * time.Millisecond, fills: map[digest.Digest]*Fill{}}
+	return &Filler{store: store, Idle: 30 * time.Second, Attempts: 4, Backoff: 200 * time.Millisecond, MaxRetryAfter: 30 * time.Second, fills: map[digest.Digest]*Fill{}}
 }
 
 // InFlight returns the number of fills running.
@@ -147,6 +153,7 @@ func (f *Filler) fill(ctx context.Context, fl *Fill, fetch FetchFunc) (ocispec.D
 	buf := make([]byte, 1<<20)
 	failures := 0
 	var lastErr error
+	var comeBack time.Duration // the upstream's Retry-After, when it gave one we wait for
 	for {
 		off := w.Offset()
 		if fl.size >= 0 && off == fl.size && off > 0 {
@@ -157,10 +164,22 @@ func (f *Filler) fill(ctx context.Context, fl *Fill, fetch FetchFunc) (ocispec.D
 		}
 		if failures > 0 {
 			f.event(FillEvent{Digest: fl.desc.Digest, Kind: "retry", Offset: off, Err: lastErr})
-			time.Sleep(f.Backoff * time.Duration(failures))
+			wait := max(f.Backoff*time.Duration(failures), comeBack)
+			comeBack = 0
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return ocispec.Descriptor{}, lastErr
+			}
 		}
 		body, start, total, err := fetch(ctx, off)
 		if err != nil {
+			if d, ok := retryAfter(err); ok && d <= f.MaxRetryAfter && failures+1 < f.Attempts {
+				// Told when to come back, soon enough to wait for.
+				failures++
+				lastErr, comeBack = err, d
+				continue
+			}
 			if off == 0 || !Retryable(err) {
 				// Nothing yet, or the upstream said no: report its answer.
 				return ocispec.Descriptor{}, err
@@ -257,6 +276,16 @@ func (f *Filler) copyBody(fl *Fill, w Writer, body io.ReadCloser, start, off int
 			return n, err
 		}
 	}
+}
+
+// retryAfter reports the wait an upstream error asks for (Retry-After on a
+// 429 or 503), if it names one.
+func retryAfter(err error) (time.Duration, bool) {
+	var r interface{ RetryDelay() (time.Duration, bool) }
+	if errors.As(err, &r) {
+		return r.RetryDelay()
+	}
+	return 0, false
 }
 
 // Retryable reports whether an upstream error may go away on a new attempt.

@@ -82,7 +82,7 @@ func classify(err error) *Error {
 		return errorf(http.StatusBadGateway, CodeUnavailable, "upstream request refused (SSRF guard): "+err.Error())
 	case errors.Is(err, proxy.ErrTooManyFills):
 		e := errorf(http.StatusTooManyRequests, CodeTooManyRequests, err.Error()+"; retry when some finish")
-		e.Header = http.Header{"Retry-After": {RetryAfterTooManyFills}}
+		e.Header = http.Header{"Retry-After": {retryAfterTooManyFills}}
 		return e
 	case isUp:
 		return upstreamError(ue)

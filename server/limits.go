@@ -10,9 +10,10 @@ import (
 	"github.com/clowder-dev/clowder/proxy"
 )
 
-// RetryAfterTooManyFills is the Retry-After (seconds) of a 429 for a client
-// past its cap of running fills.
-const RetryAfterTooManyFills = "10"
+// retryAfterTooManyFills is the Retry-After (seconds) of a 429 for a client
+// past its cap of running fills. A worker Clowder (or anything on a
+// cas.Filler) waits that long and retries rather than relay the refusal.
+var retryAfterTooManyFills = "10"
 
 // limit applies the per-request limits of the proxy's options: a blob
 // request (a stream, bounded by the fill idle timeout) carries the client's

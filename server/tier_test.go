@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,8 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/clowder-dev/clowder/internal/testutil"
+	"github.com/clowder-dev/clowder/proxy"
+	"github.com/clowder-dev/clowder/server"
 	"github.com/clowder-dev/clowder/upstream"
 )
 
@@ -89,6 +93,54 @@ func TestTierOCI(t *testing.T) {
 	site.srv.Close()
 	if got, err := w1.pull("alpine:3.20"); err != nil || got != wantAlpine {
 		t.Fatalf("pull through the first worker, site down = %v, %v; want %s", got, err, wantAlpine)
+	}
+}
+
+// A worker Clowder is one client to its site: past the site's
+// max_fills_per_client its fill is told to come back (429, Retry-After), and
+// it waits and retries instead of failing its own client's pull.
+func TestTierWorkerWaitsOutSiteFillCap(t *testing.T) {
+	defer server.SetRetryAfterTooManyFills("1")()
+	up := newSlowBlobs(t, 2)
+	site := newEnvWith(t, proxy.Options{MaxFillsPerClient: 1, RevalidateTimeout: 2 * time.Second, UpstreamTimeout: 10 * time.Second},
+		upSpec{name: "up", url: up.srv.URL, def: true})
+	worker := newEnv(t, upSpec{name: "up", url: site.srv.URL + "/up", def: true})
+	ds := up.digests()
+	first, err := http.Get(worker.srv.URL + "/v2/up/x/blobs/" + ds[0].String())
+	if err != nil || first.StatusCode != 200 {
+		t.Fatalf("first cold blob through the worker: %v %v", first, err)
+	}
+	defer first.Body.Close()
+	// The site now runs one fill for the worker: the second is refused
+	// until it ends.
+	type result struct {
+		status int
+		n      int
+		took   time.Duration
+	}
+	second := make(chan result, 1)
+	go func() {
+		start := time.Now()
+		resp, err := http.Get(worker.srv.URL + "/v2/up/x/blobs/" + ds[1].String())
+		if err != nil {
+			second <- result{status: -1}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		second <- result{resp.StatusCode, len(b), time.Since(start)}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	up.free()
+	if b, err := io.ReadAll(first.Body); err != nil || len(b) != 1000 {
+		t.Fatalf("first blob: %d bytes, %v", len(b), err)
+	}
+	r := <-second
+	if r.status != 200 || r.n != 1000 {
+		t.Fatalf("second cold blob through the worker = %d (%d bytes), want 200 once the site's fill cap frees", r.status, r.n)
+	}
+	if r.took < 900*time.Millisecond {
+		t.Errorf("second blob after %v: want it to have waited out the site's Retry-After (1 s)", r.took)
 	}
 }
 

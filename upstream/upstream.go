@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -93,6 +94,25 @@ func (e *Error) Unwrap() []error {
 		return []error{ErrUnavailable}
 	}
 	return nil
+}
+
+// RetryDelay is the wait a 429 or 503 asked for in Retry-After (seconds or
+// an HTTP date), if it gave one.
+func (e *Error) RetryDelay() (time.Duration, bool) {
+	if (e.Status != http.StatusTooManyRequests && e.Status != http.StatusServiceUnavailable) || e.RetryAfter == "" {
+		return 0, false
+	}
+	v := strings.TrimSpace(e.RetryAfter)
+	if n, err := strconv.Atoi(v); err == nil {
+		if n < 0 {
+			return 0, false
+		}
+		return time.Duration(min(n, 1<<20)) * time.Second, true // no overflow past ~12 days
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0), true
+	}
+	return 0, false
 }
 
 // Temporary reports whether a retry may succeed. A destination the SSRF
