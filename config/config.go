@@ -103,6 +103,9 @@ type Config struct {
 	// referrers, the Hugging Face API). Default 5m. Blob streams are
 	// bounded by fill_idle_timeout instead.
 	RequestTimeout Duration `yaml:"request_timeout"`
+	// BodyIdleTimeout fails a request whose body (a pushed blob or
+	// manifest) sends nothing for this long: 408. Default 1m.
+	BodyIdleTimeout Duration `yaml:"body_idle_timeout"`
 
 	// Scale-out (storage.go).
 
@@ -385,6 +388,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.FillIdleTimeout == 0 {
 		c.FillIdleTimeout = Duration(30 * time.Second)
+	}
+	if c.BodyIdleTimeout == 0 {
+		c.BodyIdleTimeout = Duration(time.Minute)
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"

@@ -136,7 +136,7 @@ func (h *Store) ingest(ctx context.Context, d digest.Digest, size int64, r io.Re
 		if errors.Is(err, cas.ErrSizeMismatch) {
 			return ocispec.Descriptor{}, fmt.Errorf("blob %s: %w: %v", d, ErrSizeInvalid, err)
 		}
-		return ocispec.Descriptor{}, fmt.Errorf("blob %s: %w: %v", d, ErrUploadInvalid, err)
+		return ocispec.Descriptor{}, fmt.Errorf("blob %s: %w: %w", d, ErrUploadInvalid, err)
 	}
 	desc, err := w.Commit(ctx)
 	switch {

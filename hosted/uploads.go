@@ -182,7 +182,7 @@ func (s *session) append(start, length int64, r io.Reader) error {
 		if errors.Is(err, ErrSizeInvalid) || errors.Is(err, ErrUploadTooLarge) {
 			return fmt.Errorf("upload %s: %w", s.ID, err)
 		}
-		return fmt.Errorf("upload %s: %w: %v", s.ID, ErrUploadInvalid, err)
+		return fmt.Errorf("upload %s: %w: %w", s.ID, ErrUploadInvalid, err)
 	}
 	s.Size += n
 	return nil

@@ -53,6 +53,10 @@ func classify(err error) *Error {
 	if errors.As(err, &e) {
 		return e
 	}
+	if errors.Is(err, errBodyIdle) {
+		// A trickled push: the upload keeps what came before this request.
+		return errorf(http.StatusRequestTimeout, CodeBlobUploadInvalid, err.Error())
+	}
 	if e := classifyHosted(err); e != nil {
 		return e
 	}

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"fmt"
@@ -541,5 +542,76 @@ func TestMaxUploadSizeHTTP(t *testing.T) {
 	}
 	if len(e.blobFiles()) != 0 {
 		t.Fatal("an oversized upload was stored")
+	}
+}
+
+// A trickled upload (a body that stops sending) is failed once it has
+// been silent for the body idle timeout: 408 BLOB_UPLOAD_INVALID, the
+// connection and upload file released, the session still at the bytes it
+// had, and a slow but steady body is not cut however long it runs.
+func TestUploadBodyIdle(t *testing.T) {
+	e := newGuardedEnv(t, "", nil, proxy.Options{})
+	srv := httptest.NewServer(server.New(e.proxy, zerolog.Nop(), server.Options{Hosted: e.hs, BodyIdleTimeout: 300 * time.Millisecond}))
+	t.Cleanup(srv.Close)
+	start := func() string {
+		resp, err := http.Post(srv.URL+"/v2/local/slow/blobs/uploads/", "", nil)
+		if err != nil || resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("start upload: %v %v", resp, err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("Location")
+	}
+
+	// 10 of the 1000 bytes promised, then silence.
+	loc := start()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PATCH %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n0123456789", loc)
+	began := time.Now()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a silent body: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if took := time.Since(began); resp.StatusCode != http.StatusRequestTimeout || ociCode(t, b) != "BLOB_UPLOAD_INVALID" || took > 5*time.Second {
+		t.Fatalf("silent body = %d %s after %v, want 408 BLOB_UPLOAD_INVALID soon after 300 ms", resp.StatusCode, b, took)
+	}
+	st, err := http.Get(srv.URL + loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Body.Close()
+	if st.StatusCode != http.StatusNoContent || st.Header.Get("Range") != "0-0" && st.Header.Get("Range") != "" {
+		t.Errorf("upload status after the cut = %d Range %q, want 204 with nothing kept of the cut chunk", st.StatusCode, st.Header.Get("Range"))
+	}
+
+	// A body that keeps sending (every 100 ms, 1.2 s in all) is not cut.
+	data := bytes.Repeat([]byte("s"), 12)
+	pr, pw := io.Pipe()
+	go func() {
+		for _, c := range data {
+			time.Sleep(100 * time.Millisecond)
+			pw.Write([]byte{c})
+		}
+		pw.Close()
+	}()
+	put := start()
+	if strings.Contains(put, "?") {
+		put += "&digest=" + digest.FromBytes(data).String()
+	} else {
+		put += "?digest=" + digest.FromBytes(data).String()
+	}
+	req, _ := http.NewRequest("PUT", srv.URL+put, pr)
+	req.ContentLength = int64(len(data))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := body(t, resp); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("slow steady upload = %d %s, want 201", resp.StatusCode, b)
 	}
 }

@@ -49,6 +49,9 @@ type Options struct {
 	// TrustedProxies are the peers (load balancers) whose X-Forwarded-For
 	// names the client, for the per-client fill cap and the access log.
 	TrustedProxies []netip.Prefix
+	// BodyIdleTimeout fails a request whose body sends nothing for this
+	// long (a trickled upload). Default DefaultBodyIdleTimeout; <0 is off.
+	BodyIdleTimeout time.Duration
 }
 
 // New returns a Server for one listener.
@@ -59,6 +62,7 @@ func New(p *proxy.Proxy, log zerolog.Logger, opts ...Options) *Server {
 	}
 	r := chi.NewRouter()
 	r.Use(s.accessLog)
+	r.Use(s.bodyIdle)
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))

@@ -56,7 +56,8 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			addrs = append(addrs, cfg.Listeners...)
 			for _, l := range addrs {
 				srv := server.New(a.proxy, a.log, server.Options{DefaultUpstream: l.DefaultUpstream, PublicURL: cfg.PublicURL, Hosted: a.hosted, Auth: auth,
-					Metrics: a.metrics, FleetKey: fleetKey, TrustedProxies: cfg.TrustedProxyPrefixes(), Ready: func() error { _, err := a.store.List(context.Background()); return err }}).HTTPServer(l.Listen)
+					Metrics: a.metrics, FleetKey: fleetKey, TrustedProxies: cfg.TrustedProxyPrefixes(),
+					BodyIdleTimeout: time.Duration(cfg.BodyIdleTimeout), Ready: func() error { _, err := a.store.List(context.Background()); return err }}).HTTPServer(l.Listen)
 				ln, err := net.Listen("tcp", l.Listen)
 				if err != nil {
 					for _, x := range lns {
