@@ -1,6 +1,7 @@
 package cas
 
 import (
+	"bytes"
 	"context"
 	_ "crypto/sha256" // register sha256 with go-digest
 	_ "crypto/sha512" // register sha512 with go-digest
@@ -41,7 +42,8 @@ type BlobStore interface {
 type NameStore interface {
 	// Resolve returns the descriptor recorded under name, or ErrNotFound.
 	Resolve(ctx context.Context, name string) (ocispec.Descriptor, error)
-	// Tag records desc under name, replacing what was there.
+	// Tag records desc under name, replacing what was there. A store
+	// may refuse (ErrNotFound) a descriptor whose blob it does not hold.
 	Tag(ctx context.Context, name string, desc ocispec.Descriptor) error
 	// Untag removes name. A missing name is ErrNotFound.
 	Untag(ctx context.Context, name string) error
@@ -145,6 +147,22 @@ func Ingest(ctx context.Context, s BlobStore, expected ocispec.Descriptor, r io.
 		return ocispec.Descriptor{}, fmt.Errorf("blob %s: %w", expected.Digest, err)
 	}
 	return w.Commit(ctx)
+}
+
+// TagHeld records desc under name in s. body is desc's blob, already
+// ingested by the caller: should a gc sweep it between its commit and this
+// name (only a gc with no grace can; Tag refuses a descriptor whose blob
+// the store does not hold with ErrNotFound), it is written again and named
+// then, so a name never points at a blob the store lost on the way.
+func TagHeld(ctx context.Context, s Store, name string, desc ocispec.Descriptor, body []byte) error {
+	err := s.Tag(ctx, name, desc)
+	for i := 0; i < 3 && errors.Is(err, ErrNotFound) && body != nil; i++ {
+		if _, err = Ingest(ctx, s, ocispec.Descriptor{Digest: desc.Digest, Size: int64(len(body))}, bytes.NewReader(body)); err != nil {
+			return err
+		}
+		err = s.Tag(ctx, name, desc)
+	}
+	return err
 }
 
 // Exists reports whether a blob is committed in s.

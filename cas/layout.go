@@ -463,6 +463,12 @@ func (l *Layout) Tag(_ context.Context, name string, desc ocispec.Descriptor) er
 	ann[AnnotationContainerdRef] = name
 	desc.Annotations = ann
 	return l.Update(func(idx *ocispec.Index) (bool, error) {
+		// Checked under the index lock, which gc holds to mark and sweep: a
+		// blob committed for this name but swept before it (gc with no
+		// grace) is refused here rather than named while missing.
+		if _, err := l.Stat(context.Background(), desc.Digest); err != nil {
+			return false, fmt.Errorf("name %s: %w", name, err)
+		}
 		for i, d := range idx.Manifests {
 			if d.Annotations[AnnotationRefName] == name {
 				if descEqual(d, desc) {

@@ -1,8 +1,10 @@
 package cas_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -84,7 +86,12 @@ func TestLayoutIndexLockAcrossProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range n {
-			if err := l.Tag(context.Background(), fmt.Sprintf("%s/n:%d", prefix, i), ocispec.Descriptor{Digest: digest.FromString(prefix + strconv.Itoa(i)), Size: 1}); err != nil {
+			b := []byte(prefix + strconv.Itoa(i))
+			desc := ocispec.Descriptor{Digest: digest.FromBytes(b), Size: int64(len(b))}
+			if _, err := cas.Ingest(context.Background(), l, desc, bytes.NewReader(b)); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Tag(context.Background(), fmt.Sprintf("%s/n:%d", prefix, i), desc); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -115,5 +122,32 @@ func TestLayoutIndexLockAcrossProcesses(t *testing.T) {
 	}
 	if len(list) != 3*n {
 		t.Errorf("names after 3 processes x %d tags = %d, want %d", n, len(list), 3*n)
+	}
+}
+
+// The layout names only blobs it holds; TagHeld writes a swept blob again
+// from the caller's bytes and names it.
+func TestLayoutTagNeedsTheBlob(t *testing.T) {
+	ctx := context.Background()
+	l, err := cas.OpenLayout(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"schemaVersion":2}`)
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(body), Size: int64(len(body))}
+	if err := l.Tag(ctx, "a/b:1", desc); !errors.Is(err, cas.ErrNotFound) {
+		t.Fatalf("Tag of a blob the layout does not hold = %v, want ErrNotFound", err)
+	}
+	if _, err := l.Resolve(ctx, "a/b:1"); !errors.Is(err, cas.ErrNotFound) {
+		t.Fatalf("refused name recorded anyway: %v", err)
+	}
+	if err := cas.TagHeld(ctx, l, "a/b:1", desc, body); err != nil {
+		t.Fatalf("TagHeld = %v", err)
+	}
+	if got, err := cas.ReadAll(ctx, l, desc.Digest, 1<<10); err != nil || string(got) != string(body) {
+		t.Errorf("blob after TagHeld = %q, %v", got, err)
+	}
+	if got, err := l.Resolve(ctx, "a/b:1"); err != nil || got.Digest != desc.Digest {
+		t.Errorf("Resolve after TagHeld = %v, %v", got.Digest, err)
 	}
 }

@@ -115,11 +115,11 @@ func (h *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 			return Manifest{}, err
 		}
 	}
-	if err := h.cas.Tag(ctx, repo+"@"+d.String(), desc); err != nil {
+	if err := cas.TagHeld(ctx, h.cas, repo+"@"+d.String(), desc, body); err != nil {
 		return Manifest{}, err
 	}
 	for _, t := range tags {
-		if err := h.cas.Tag(ctx, repo+":"+t, desc); err != nil {
+		if err := cas.TagHeld(ctx, h.cas, repo+":"+t, desc, body); err != nil {
 			return Manifest{}, err
 		}
 	}

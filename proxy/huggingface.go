@@ -375,7 +375,7 @@ func (h *HF) name(ctx context.Context, name string, v *HFView, extra map[string]
 	}
 	d := v.Desc
 	d.Annotations = ann
-	if err := h.p.store.Tag(ctx, name, d); err != nil {
+	if err := cas.TagHeld(ctx, h.p.store, name, d, v.Manifest); err != nil {
 		return err
 	}
 	h.mu.Lock()

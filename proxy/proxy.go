@@ -380,7 +380,7 @@ func (p *Proxy) revalidate(ctx context.Context, rt upstream.Route, tag, name str
 	if p.held(ctx, desc.Digest) {
 		m, err := p.cachedManifest(ctx, desc.Digest, desc.MediaType)
 		if err == nil {
-			if err := p.tag(ctx, name, rt, m.Desc, p.privateAnnotation(ctx, rt, tag)); err != nil {
+			if err := p.tag(ctx, name, rt, m.Desc, m.Body, p.privateAnnotation(ctx, rt, tag)); err != nil {
 				return Manifest{}, err
 			}
 			return m, nil
@@ -445,10 +445,11 @@ func (p *Proxy) storeManifest(ctx context.Context, name string, rt upstream.Rout
 		return err
 	}
 	ref := name[len(rt.Name)+1:]
-	return p.tag(ctx, name, rt, desc, p.privateAnnotation(ctx, rt, ref))
+	return p.tag(ctx, name, rt, desc, body, p.privateAnnotation(ctx, rt, ref))
 }
 
-func (p *Proxy) tag(ctx context.Context, name string, rt upstream.Route, desc ocispec.Descriptor, extra ...map[string]string) error {
+// tag names desc (whose bytes are body) as fetched from rt now.
+func (p *Proxy) tag(ctx context.Context, name string, rt upstream.Route, desc ocispec.Descriptor, body []byte, extra ...map[string]string) error {
 	now := p.opts.Now()
 	d := ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size, Annotations: map[string]string{
 		cas.AnnotationUpstream:  rt.Upstream.Name,
@@ -459,7 +460,7 @@ func (p *Proxy) tag(ctx context.Context, name string, rt upstream.Route, desc oc
 			d.Annotations[k] = v
 		}
 	}
-	if err := p.store.Tag(ctx, name, d); err != nil {
+	if err := cas.TagHeld(ctx, p.store, name, d, body); err != nil {
 		return err
 	}
 	p.mu.Lock()

@@ -192,7 +192,12 @@ func Run(t *testing.T, newStore func(t *testing.T) cas.Store) {
 		if _, err := s.Resolve(ctx, "x/y:1"); !errors.Is(err, cas.ErrNotFound) {
 			t.Errorf("Resolve(missing) = %v", err)
 		}
-		desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: d, Size: 14, Annotations: map[string]string{"k": "v"}}
+		for _, b := range [][]byte{data, []byte("other")} {
+			if _, err := cas.Ingest(ctx, s, ocispec.Descriptor{Digest: digest.FromBytes(b), Size: int64(len(b))}, bytes.NewReader(b)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: d, Size: int64(len(data)), Annotations: map[string]string{"k": "v"}}
 		for _, n := range []string{"b/y:1", "a/y:1", "a/y@" + d.String()} {
 			if err := s.Tag(ctx, n, desc); err != nil {
 				t.Fatalf("Tag(%s) = %v", n, err)

@@ -27,7 +27,8 @@ type BlobServer struct {
 	Data   []byte
 	Digest digest.Digest
 
-	// Rate throttles the body (bytes per second); 0 is unthrottled.
+	// Rate throttles the body (bytes per second); 0 is unthrottled. Set
+	// it before the first request; SetRate changes it while serving.
 	Rate int
 	// NoRange makes the server ignore Range (always 200, whole body).
 	NoRange bool
@@ -54,6 +55,19 @@ func NewBlobServer(t testing.TB, size int) *BlobServer {
 	u, _ := url.Parse(b.URL)
 	b.Host = u.Host
 	return b
+}
+
+// SetRate changes Rate while requests may be running.
+func (b *BlobServer) SetRate(bytesPerSecond int) {
+	b.mu.Lock()
+	b.Rate = bytesPerSecond
+	b.mu.Unlock()
+}
+
+func (b *BlobServer) rate() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Rate
 }
 
 // Gets returns the number of blob GETs and the Range headers they carried.
@@ -141,8 +155,8 @@ func (b *BlobServer) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		off += n
 		sent += int(n)
-		if b.Rate > 0 {
-			want := time.Duration(float64(sent) / float64(b.Rate) * float64(time.Second))
+		if rate := b.rate(); rate > 0 {
+			want := time.Duration(float64(sent) / float64(rate) * float64(time.Second))
 			if d := want - time.Since(began); d > 0 {
 				time.Sleep(d)
 			}
