@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/rs/zerolog"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/clowder-dev/clowder/cas"
@@ -439,13 +440,19 @@ func cloneMap(m map[string]string) map[string]string {
 	return out
 }
 
-// storeManifest ingests a verified manifest and names it.
+// storeManifest ingests a verified manifest and names it. A name that
+// cannot be written (index.json unwritable, a shared bucket unreachable)
+// does not fail the client: the verified bytes are answered, and the next
+// request for the name asks the upstream again.
 func (p *Proxy) storeManifest(ctx context.Context, name string, rt upstream.Route, desc ocispec.Descriptor, body []byte) error {
 	if _, err := cas.Ingest(ctx, p.store, ocispec.Descriptor{Digest: desc.Digest, Size: int64(len(body))}, strings.NewReader(string(body))); err != nil {
 		return err
 	}
 	ref := name[len(rt.Name)+1:]
-	return p.tag(ctx, name, rt, desc, body, p.privateAnnotation(ctx, rt, ref))
+	if err := p.tag(ctx, name, rt, desc, body, p.privateAnnotation(ctx, rt, ref)); err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Str("name", name).Str("digest", desc.Digest.String()).Msg("manifest served but not named (the store refused the name)")
+	}
+	return nil
 }
 
 // tag names desc (whose bytes are body) as fetched from rt now.

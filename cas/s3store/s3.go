@@ -119,6 +119,9 @@ var (
 // checked again.
 const indexFresh = 500 * time.Millisecond
 
+// s3Retries bounds the S3 client's attempts per request.
+const s3Retries = 4
+
 // New connects, creating the bucket, oci-layout and index.json if missing.
 func New(ctx context.Context, o Options) (*Store, error) {
 	u, err := url.Parse(o.Endpoint)
@@ -129,6 +132,11 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		Creds:  credentials.NewStaticV4(o.AccessKey, o.SecretKey, ""),
 		Secure: u.Scheme == "https",
 		Region: o.Region,
+		// A few quick retries ride out a blip (~2.6 s of backoff); past
+		// them the store's own fallbacks take over (deferred uploads,
+		// names last read, fetching alone) instead of every request
+		// waiting out the client's default ten.
+		MaxRetries: s3Retries,
 	})
 	if err != nil {
 		return nil, err
