@@ -13,6 +13,10 @@ filter() { grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\S+_test.go)'; }
 ${GO:-go} test -race -count=1 -timeout 10m -v ./internal/testutil/s3test/ ./cas/s3store/ 2>&1 | filter
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || exit "$rc"
+# clowder serve on the bucket through an outage (every request answered 503).
+${GO:-go} test -count=1 -timeout 5m -v -run 'TestS3' ./cmd/clowder/ 2>&1 | filter
+rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] || exit "$rc"
 # The server's protocol suite (OCI, ollama, Hugging Face, fills, tiers,
 # security) on the s3 backend instead of the local layout.
 CLOWDER_TEST_STORE=s3 ${GO:-go} test -race -count=1 -timeout 10m ./server/ 2>&1 | tail -n 30

@@ -9,13 +9,17 @@
 package s3test
 
 import (
+	"context"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"sync"
 	"testing"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
 // Bucket is the one bucket every test shares; each test takes a key prefix
@@ -30,6 +34,8 @@ type Endpoint struct {
 }
 
 var (
+	realOnce sync.Once
+	realErr  error
 	fakeOnce sync.Once
 	fake     Endpoint
 	fakeErr  error
@@ -40,7 +46,12 @@ var (
 func Get(t testing.TB) Endpoint {
 	t.Helper()
 	if ep := os.Getenv("CLOWDER_S3_ENDPOINT"); ep != "" {
-		return Endpoint{URL: ep, AccessKey: os.Getenv("CLOWDER_S3_ACCESS_KEY"), SecretKey: os.Getenv("CLOWDER_S3_SECRET_KEY"), Real: true}
+		real := Endpoint{URL: ep, AccessKey: os.Getenv("CLOWDER_S3_ACCESS_KEY"), SecretKey: os.Getenv("CLOWDER_S3_SECRET_KEY"), Real: true}
+		realOnce.Do(func() { realErr = makeBucket(real) })
+		if realErr != nil {
+			t.Fatalf("s3test: bucket %s on %s: %v", Bucket, ep, realErr)
+		}
+		return real
 	}
 	fakeOnce.Do(func() {
 		backend := s3mem.New()
@@ -55,4 +66,27 @@ func Get(t testing.TB) Endpoint {
 		t.Fatalf("s3test: in-process fake: %v", fakeErr)
 	}
 	return fake
+}
+
+// makeBucket creates Bucket on a real engine unless it exists.
+func makeBucket(ep Endpoint) error {
+	u, err := url.Parse(ep.URL)
+	if err != nil {
+		return err
+	}
+	c, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(ep.AccessKey, ep.SecretKey, ""), Secure: u.Scheme == "https"})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	if ok, err := c.BucketExists(ctx, Bucket); err != nil || ok {
+		return err
+	}
+	if err := c.MakeBucket(ctx, Bucket, minio.MakeBucketOptions{}); err != nil {
+		if ok, _ := c.BucketExists(ctx, Bucket); ok {
+			return nil // made meanwhile by another test binary
+		}
+		return err
+	}
+	return nil
 }
