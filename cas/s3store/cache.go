@@ -2,6 +2,8 @@ package s3store
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -33,6 +35,9 @@ func newLocalCache(local *cas.Layout, limit int64) *localCache {
 	if limit > 0 {
 		// Copies kept by an earlier run count, last used when written.
 		_ = local.Blobs(context.Background(), func(b cas.BlobInfo) error {
+			if c.kept(b.Digest) {
+				return nil
+			}
 			c.entries[b.Digest] = &cacheEntry{size: b.Size, used: b.ModTime}
 			c.total += b.Size
 			return nil
@@ -60,8 +65,44 @@ func (c *localCache) touch(d digest.Digest) {
 	c.mu.Unlock()
 }
 
+// keptPath is the marker of a local copy that clowder path or checkout
+// handed out (a path a user or a link relies on): the cache neither counts
+// nor evicts it. A marker is a file, so processes on one root see it.
+func (c *localCache) keptPath(d digest.Digest) string {
+	return filepath.Join(c.local.Root(), ".clowder", "kept", d.Algorithm().String(), d.Encoded())
+}
+
+func (c *localCache) kept(d digest.Digest) bool {
+	_, err := os.Stat(c.keptPath(d))
+	return err == nil
+}
+
+// keep marks the local copy of d as handed out.
+func (c *localCache) keep(d digest.Digest) error {
+	p := c.keptPath(d)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if e := c.entries[d]; e != nil {
+		c.total -= e.size
+		delete(c.entries, d)
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// unkeep drops the marker (the blob left the store).
+func (c *localCache) unkeep(d digest.Digest) { _ = os.Remove(c.keptPath(d)) }
+
 // added records a new local copy and evicts past the limit.
 func (c *localCache) added(d digest.Digest, size int64) {
+	if c.kept(d) {
+		return
+	}
 	if c.limit <= 0 {
 		// Keep none: readers that have the file open keep reading it.
 		_ = c.local.Delete(context.Background(), d)
@@ -105,7 +146,9 @@ func (c *localCache) evictLocked(keep digest.Digest) {
 		if victim == "" {
 			return
 		}
-		_ = c.local.Delete(context.Background(), victim)
+		if !c.kept(victim) { // handed out by another process meanwhile
+			_ = c.local.Delete(context.Background(), victim)
+		}
 		c.total -= c.entries[victim].size
 		delete(c.entries, victim)
 	}

@@ -597,6 +597,7 @@ func (s *Store) Delete(ctx context.Context, d digest.Digest) error {
 		return err
 	}
 	s.cache.removed(d)
+	s.cache.unkeep(d)
 	s.known.Delete(d)
 	if err := s.c.RemoveObject(ctx, s.bucket, s.key(blobKey(d)), minio.RemoveObjectOptions{}); err != nil && !isNotFound(err) {
 		return fmt.Errorf("blob %s: %w", d, err)
@@ -878,13 +879,18 @@ func (s *Store) BlobPath(d digest.Digest) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// Marked before the copy exists, so no process's cache evicts it
+	// between the download and the mark: the copy stays until the blob
+	// leaves the store (gc, rm), since a checkout links to it.
+	if err := s.cache.keep(d); err != nil {
+		return "", err
+	}
 	ctx := context.Background()
 	if _, err := s.local.Stat(ctx, d); err == nil {
 		return p, nil
 	}
-	// Not entered in the local cache: the copy stays until GC, since a
-	// checkout links to it.
 	if _, err := s.download(ctx, d, -1); err != nil {
+		s.cache.unkeep(d)
 		return "", err
 	}
 	return p, nil

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -271,5 +272,58 @@ func TestS3DeferredUpload(t *testing.T) {
 	defer mu.Unlock()
 	if strings.Join(events, ",") != "upload-deferred,uploaded" && strings.Join(events, ",") != "upload-deferred" {
 		t.Errorf("events %v, want upload-deferred then uploaded", events)
+	}
+}
+
+// A local copy handed out by clowder path or checkout (a link points at
+// it) is never evicted by local_cache_size, nor dropped after upload with
+// no cache, by this process or a later one on the same root.
+func TestS3HandedOutCopyStays(t *testing.T) {
+	ctx := context.Background()
+	loc := freshBucket()
+	root := t.TempDir()
+	s := openStore(t, loc, s3store.Options{Root: root, LocalCacheSize: 250 << 10})
+	blob := func(i int) ([]byte, digest.Digest) {
+		b := make([]byte, 100<<10)
+		for j := range b {
+			b[j] = byte(i*13 + j*7)
+		}
+		return b, digest.FromBytes(b)
+	}
+	first, d0 := blob(0)
+	if _, err := cas.Ingest(ctx, s, ocispec.Descriptor{Digest: d0, Size: int64(len(first))}, bytesReader(first)); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.BlobPath(d0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Five more copies through a 250 KiB bound: without the mark the
+	// least recently used (d0) goes first.
+	for i := 1; i <= 5; i++ {
+		b, d := blob(i)
+		if _, err := cas.Ingest(ctx, s, ocispec.Descriptor{Digest: d, Size: int64(len(b))}, bytesReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("handed-out copy evicted by local_cache_size: %v", err)
+	}
+	// A later run on the same root, a tiny bound, and one without a cache
+	// that ingests the same blob again.
+	openStore(t, loc, s3store.Options{Root: root, LocalCacheSize: 1})
+	none := openStore(t, loc, s3store.Options{Root: root})
+	if _, err := cas.Ingest(ctx, none, ocispec.Descriptor{Digest: d0, Size: int64(len(first))}, bytesReader(first)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(p); err != nil || digest.FromBytes(got) != d0 {
+		t.Fatalf("handed-out copy after a restart and a re-ingest: %v", err)
+	}
+	// Removing the blob from the store removes the copy and its mark.
+	if err := none.Delete(ctx, d0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Errorf("copy still there after Delete: %v", err)
 	}
 }
