@@ -140,8 +140,9 @@ type Auth struct {
 	// subject to the rules.
 	Anonymous bool `yaml:"anonymous"`
 	// TokenSecret signs the tokens Clowder issues (and presigned blob
-	// URLs); default: random per process. Set it when replicas share a load
-	// balancer.
+	// URLs); default: derived from storage.s3.secret_key on the s3 backend
+	// (replicas share it), else random per process. Set it when replicas
+	// of local stores share a load balancer.
 	TokenSecret string `yaml:"token_secret"`
 	// TokenTTL is the lifetime of issued tokens. Default 15m.
 	TokenTTL Duration `yaml:"token_ttl"`

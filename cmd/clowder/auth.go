@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"time"
@@ -10,10 +12,20 @@ import (
 )
 
 // newAuth reads the auth config (and its htpasswd file); nil when client
-// authentication is off.
-func newAuth(c config.Auth) (*server.Auth, error) {
+// authentication is off. Without token_secret, replicas of one s3 store
+// derive the signing key from the bucket secret they share, so a token (or
+// a presigned blob URL) one replica issues is taken by the others behind
+// the same load balancer; a lone process picks a random one.
+func newAuth(cfg *config.Config) (*server.Auth, error) {
+	c := cfg.Auth
 	if !c.Enabled() {
 		return nil, nil
+	}
+	secret := []byte(c.TokenSecret)
+	if len(secret) == 0 && cfg.Storage.Type == config.StorageS3 {
+		m := hmac.New(sha256.New, []byte(cfg.Storage.S3.SecretKey))
+		m.Write([]byte("clowder token v1"))
+		secret = m.Sum(nil)
 	}
 	ac := server.AuthConfig{
 		Users:      map[string]string{},
@@ -22,7 +34,7 @@ func newAuth(c config.Auth) (*server.Auth, error) {
 		Groups:     c.Groups,
 		Rules:      c.Rules,
 		Anonymous:  c.Anonymous,
-		Secret:     []byte(c.TokenSecret),
+		Secret:     secret,
 		TTL:        time.Duration(c.TokenTTL),
 	}
 	if c.Htpasswd != "" {

@@ -38,7 +38,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			auth, err := newAuth(cfg.Auth)
+			auth, err := newAuth(cfg)
 			if err != nil {
 				return err
 			}
