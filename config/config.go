@@ -346,7 +346,7 @@ func Parse(b []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, errEOF()) {
-		return nil, cleanYAMLError(err)
+		return nil, cleanYAMLError(err, b)
 	}
 	c.fillDefaults()
 	if err := c.Validate(); err != nil {
@@ -357,10 +357,13 @@ func Parse(b []byte) (*Config, error) {
 
 func errEOF() error { return ioEOF }
 
-func cleanYAMLError(err error) error {
+func cleanYAMLError(err error, src []byte) error {
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n")
 	msg = strings.TrimSpace(msg)
+	if j := strings.Index(msg, "\n"); j >= 0 {
+		msg = msg[:j]
+	}
 	// "line 3: field foo not found in type config.Config" -> name the key.
 	if i := strings.Index(msg, "field "); i >= 0 && strings.Contains(msg, " not found in type ") {
 		rest := msg[i+len("field "):]
@@ -368,10 +371,62 @@ func cleanYAMLError(err error) error {
 		line := strings.TrimSuffix(msg[:i], ": ")
 		return fmt.Errorf("unknown key %q (%s)", key, line)
 	}
-	if j := strings.Index(msg, "\n"); j >= 0 {
-		msg = msg[:j]
+	// "line 3: "1" is not a duration" -> "body_idle_timeout (line 3): ...".
+	if m := lineErrRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		val := ""
+		if v := quotedRE.FindStringSubmatch(m[2]); v != nil {
+			val = v[1] + v[2]
+		}
+		if key := keyAt(src, line, val); key != "" {
+			return fmt.Errorf("%s (line %d): %s", key, line, strings.TrimPrefix(m[2], "yaml: "))
+		}
 	}
 	return errors.New(msg)
+}
+
+var (
+	lineErrRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+	quotedRE  = regexp.MustCompile("\"([^\"]*)\"|`([^`]*)`")
+)
+
+// keyAt returns the dotted path of the key whose value is on line: the
+// scalar val, or (val "") a list or mapping where yaml wanted otherwise.
+// That is the key a type or value error is about.
+func keyAt(src []byte, line int, val string) string {
+	var root yaml.Node
+	if yaml.Unmarshal(src, &root) != nil {
+		return ""
+	}
+	found := ""
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				walk(v, p) // the deepest key on the line first
+				scalar := v.Kind == yaml.ScalarNode
+				if found == "" && v.Line == line && ((val == "" && !scalar) || (scalar && v.Value == val)) {
+					found = p
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, fmt.Sprintf("%s[%d]", path, i))
+			}
+		}
+	}
+	walk(&root, "")
+	return found
 }
 
 func (c *Config) fillDefaults() {

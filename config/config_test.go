@@ -69,6 +69,12 @@ func TestRefusals(t *testing.T) {
 		{"listen: nowhere\n", "listen"},
 		{"log_level: loud\n", "log_level"},
 		{"trusted_proxies: [10.0.0.0/8, lb.corp.lan]\n", "trusted_proxies[1]"},
+		{"listen: 127.0.0.1:5000\nbody_idle_timeout: 1\n", `body_idle_timeout (line 2): "1" is not a duration`},
+		{"trusted_proxies: 10.0.0.2\n", "trusted_proxies (line 1): cannot unmarshal"},
+		{"trusted_proxies: ['::/0']\n", "trusted_proxies[0]: \"::/0\" would trust every peer"},
+		{"upstreams:\n  - {name: a, url: 'http://x', tag_ttl: soon}\n", "upstreams[0].tag_ttl (line 2)"},
+		{"storage:\n  s3:\n    bucket: [a, b]\n", "storage.s3.bucket (line 3)"},
+		{"max_size: lots\n", "max_size (line 1)"},
 		{"trusted_proxies: ['fe80::1%eth0']\n", "trusted_proxies[0]"},
 	}
 	checkRefusals(t, cases)

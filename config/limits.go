@@ -54,6 +54,9 @@ func (c *Config) TrustedProxyPrefixes() []netip.Prefix {
 func parseTrustedProxy(s string) (netip.Prefix, error) {
 	s = strings.TrimSpace(s)
 	if p, err := netip.ParsePrefix(s); err == nil {
+		if p.Bits() == 0 {
+			return netip.Prefix{}, fmt.Errorf("%q would trust every peer's X-Forwarded-For: name the balancers' addresses or subnet", s)
+		}
 		return p.Masked(), nil
 	}
 	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
