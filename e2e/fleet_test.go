@@ -345,6 +345,15 @@ func TestFleet(t *testing.T) {
 			return len(fleetEvents(t, reps[1], "alone")) > 0
 		})
 		t.Logf("fetching alone after %s", time.Since(began).Round(time.Millisecond))
+		warned := 0
+		for _, l := range logLines(t, reps[1].p.logPath) {
+			if m, _ := l["message"].(string); strings.HasPrefix(m, "fleet holder unreachable") && l["peer"] == "http://127.0.0.1:1" {
+				warned++
+			}
+		}
+		if warned == 0 {
+			t.Errorf("no \"fleet holder unreachable\" warning naming http://127.0.0.1:1 when the wait began")
+		}
 		link.rate.Store(64 << 20)
 		for name, c := range map[string]chan res{"the lease holder's client": holder, "the other replica's client": other} {
 			if r := <-c; r.err != nil || r.got != lostDigest || r.n != lostSize {

@@ -103,9 +103,9 @@ func wireApp(cfg *config.Config, logOut io.Writer, create bool) (*app, error) {
 		st.s3.OnEvent(func(ev s3store.Event) {
 			l := log.Info()
 			switch ev.Kind {
-			case "lease", "follow", "takeover", "alone":
+			case "lease", "follow", "takeover", "alone", "unreachable":
 				m.Fleet.WithLabelValues(ev.Kind).Inc()
-				if ev.Kind == "alone" {
+				if ev.Kind == "alone" || ev.Kind == "unreachable" {
 					l = log.Warn()
 				}
 			case "upload-deferred":
@@ -254,6 +254,8 @@ func fleetMessage(kind string) string {
 		return "upload to the bucket failed; kept locally, retrying"
 	case "uploaded":
 		return "deferred upload done"
+	case "unreachable":
+		return "fleet holder unreachable; waiting for its lease to end or the blob to land, then fetching alone"
 	}
 	return "fleet " + kind
 }
