@@ -261,7 +261,9 @@ func (c *coordinated) fetch(ctx context.Context, off int64) (io.ReadCloser, int6
 			// released or to expire, or for the blob to land.
 			if unreachableSince.IsZero() {
 				unreachableSince = time.Now()
-				f.event("unreachable", c.d, l.Owner, peerErr)
+				if l.Owner != f.self { // not this replica's own previous run
+					f.event("unreachable", c.d, l.Owner, peerErr)
+				}
 			} else if time.Since(unreachableSince) > 2*f.ttl {
 				c.alone = true
 				f.event("alone", c.d, l.Owner, peerErr)

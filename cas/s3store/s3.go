@@ -40,6 +40,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/clowder-dev/clowder/cas"
 )
@@ -106,6 +107,7 @@ type Store struct {
 	idx     ocispec.Index
 	idxETag string
 	idxAt   time.Time
+	idxSF   singleflight.Group // one revalidation of index.json at a time
 }
 
 var (
@@ -118,6 +120,10 @@ var (
 // indexFresh is how long a read of index.json is reused before its ETag is
 // checked again.
 const indexFresh = 500 * time.Millisecond
+
+// outageHold is how long the names last read are used without asking the
+// bucket again once it failed to answer.
+const outageHold = 5 * time.Second
 
 // s3Retries bounds the S3 client's attempts per request.
 const s3Retries = 4
@@ -628,24 +634,44 @@ func (s *Store) readIndex(ctx context.Context) (ocispec.Index, string, error) {
 }
 
 // index returns the current names (reused for indexFresh, then revalidated
-// by ETag).
+// by ETag, by one request at a time: the others wait for its answer).
 func (s *Store) index(ctx context.Context) (ocispec.Index, error) {
 	s.mu.Lock()
-	if s.idxETag != "" && time.Since(s.idxAt) < indexFresh {
+	if s.idxETag != "" && time.Now().Before(s.idxAt.Add(indexFresh)) {
 		idx := s.idx
 		s.mu.Unlock()
 		return idx, nil
 	}
+	s.mu.Unlock()
+	v, err, _ := s.idxSF.Do("index.json", func() (any, error) {
+		// Shared by every waiter: not cut short by the first one leaving.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		return s.revalidateIndex(ctx)
+	})
+	if err != nil {
+		return ocispec.Index{}, err
+	}
+	return v.(ocispec.Index), nil
+}
+
+func (s *Store) revalidateIndex(ctx context.Context) (ocispec.Index, error) {
+	s.mu.Lock()
 	etag := s.idxETag
 	s.mu.Unlock()
 	if etag != "" {
 		info, err := s.c.StatObject(ctx, s.bucket, s.key("index.json"), minio.StatObjectOptions{})
 		// Unchanged; or the bucket cannot be reached: the names last read
-		// serve (and are asked for again after indexFresh), so a replica's
-		// local copies keep answering through an outage.
+		// serve, so a replica's local copies keep answering through an
+		// outage. After a failure the bucket is asked again only after
+		// outageHold, so requests do not each wait out the S3 client's
+		// retries.
 		if (err == nil && info.ETag == etag) || (err != nil && !isNotFound(err) && ctx.Err() == nil) {
 			s.mu.Lock()
 			s.idxAt = time.Now()
+			if err != nil {
+				s.idxAt = s.idxAt.Add(outageHold)
+			}
 			idx := s.idx
 			s.mu.Unlock()
 			return idx, nil

@@ -185,17 +185,32 @@ func TestS3LocalCache(t *testing.T) {
 
 // With the bucket unreachable, a replica keeps resolving the names it last
 // read (its local copies keep answering through an outage) instead of
-// failing every pull, warm ones included.
+// failing every pull, warm ones included; and once the bucket failed to
+// answer it is not asked again for a while, so requests do not each wait
+// out the S3 client's retries.
 func TestS3NamesThroughBucketOutage(t *testing.T) {
 	target, err := url.Parse(s3test.Get(t).URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	front := httptest.NewServer(httputil.NewSingleHostReverseProxy(target))
+	var down atomic.Bool
+	var asked atomic.Int32
+	rp := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			asked.Add(1)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
 	defer front.Close()
 	s := openStore(t, freshBucket(), s3store.Options{Endpoint: front.URL})
 	ctx := context.Background()
 	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("outage"), Size: 6}
+	if _, err := cas.Ingest(ctx, s, desc, strings.NewReader("outage")); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Tag(ctx, "outage:v1", desc); err != nil {
 		t.Fatal(err)
 	}
@@ -203,10 +218,23 @@ func TestS3NamesThroughBucketOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second) // past the index's freshness
-	front.CloseClientConnections()
-	front.Close()
+	down.Store(true)
 	if got, err := s.Resolve(ctx, "outage:v1"); err != nil || got.Digest != desc.Digest {
 		t.Errorf("Resolve with the bucket down = %v, %v; want the name last read (%s)", got.Digest, err, desc.Digest)
+	}
+	first := asked.Load()
+	if first == 0 {
+		t.Fatalf("the bucket was not asked at all past the index's freshness")
+	}
+	// Past the index's freshness (500 ms) but within the hold (5 s).
+	for range 12 {
+		time.Sleep(100 * time.Millisecond)
+		if got, err := s.Resolve(ctx, "outage:v1"); err != nil || got.Digest != desc.Digest {
+			t.Fatalf("Resolve with the bucket down = %v, %v", got.Digest, err)
+		}
+	}
+	if n := asked.Load(); n != first {
+		t.Errorf("resolves over 1.2 s after the bucket failed asked it %d more times, want none (outage hold)", n-first)
 	}
 }
 
