@@ -494,7 +494,7 @@ type Event struct {
 	Kind   string
 	Digest digest.Digest
 	Peer   string // the other replica (fleet events)
-	Err    error  // the cause ("alone", "upload-deferred")
+	Err    error  // the cause ("alone", "upload-deferred", "damaged")
 }
 
 // OnEvent sets the hook told about Events. Call it before serving.
@@ -923,12 +923,22 @@ func (s *Store) BlobPath(d digest.Digest) (string, error) {
 }
 
 // download copies a blob from the bucket into the local layout through the
-// verified ingest path.
+// verified ingest path. An object whose bytes do not hash to its digest (or
+// are not the size the caller knows) was damaged in the bucket: it is
+// removed there, so the next request for it fills it again.
 func (s *Store) download(ctx context.Context, d digest.Digest, size int64) (ocispec.Descriptor, error) {
 	body, err := s.getRange(ctx, d, 0, -1)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
 	defer body.Close()
-	return cas.Ingest(ctx, s.local, ocispec.Descriptor{Digest: d, Size: size}, body)
+	desc, err := cas.Ingest(ctx, s.local, ocispec.Descriptor{Digest: d, Size: size}, body)
+	if errors.Is(err, cas.ErrDigestMismatch) || errors.Is(err, cas.ErrSizeMismatch) {
+		s.known.Delete(d)
+		if rerr := s.c.RemoveObject(ctx, s.bucket, s.key(blobKey(d)), minio.RemoveObjectOptions{}); rerr != nil && !isNotFound(rerr) {
+			err = fmt.Errorf("%w (removing it from the bucket: %v)", err, rerr)
+		}
+		s.event(Event{Kind: "damaged", Digest: d, Err: err})
+	}
+	return desc, err
 }

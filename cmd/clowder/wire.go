@@ -110,6 +110,8 @@ func wireApp(cfg *config.Config, logOut io.Writer, create bool) (*app, error) {
 				}
 			case "upload-deferred":
 				l = log.Warn()
+			case "damaged":
+				l = log.Error()
 			}
 			l.Str("digest", ev.Digest.String()).Str("peer", ev.Peer).AnErr("cause", ev.Err).Msg(fleetMessage(ev.Kind))
 		})
@@ -254,6 +256,8 @@ func fleetMessage(kind string) string {
 		return "upload to the bucket failed; kept locally, retrying"
 	case "uploaded":
 		return "deferred upload done"
+	case "damaged":
+		return "blob damaged in the bucket (its bytes do not match its digest); removed, the next request fills it again"
 	case "unreachable":
 		return "fleet holder unreachable; waiting for its lease to end or the blob to land, then fetching alone"
 	}
