@@ -127,12 +127,15 @@ func leaseKey(d digest.Digest) string {
 // readLease returns the lease of d and its ETag; found is false when there
 // is none.
 func (f *fleet) readLease(ctx context.Context, d digest.Digest) (l lease, etag string, found bool, err error) {
+	if f.s.down() {
+		return lease{}, "", false, errBucketDown
+	}
 	body, info, _, err := minio.Core{Client: f.s.c}.GetObject(ctx, f.s.bucket, f.s.key(leaseKey(d)), minio.GetObjectOptions{})
 	if err != nil {
 		if isNotFound(err) {
 			return lease{}, "", false, nil
 		}
-		return lease{}, "", false, err
+		return lease{}, "", false, f.s.unavailable(err)
 	}
 	defer body.Close()
 	b, err := io.ReadAll(io.LimitReader(body, 4096))
@@ -150,6 +153,9 @@ func (f *fleet) readLease(ctx context.Context, d digest.Digest) (l lease, etag s
 // else replacing the lease with that ETag. ok is false when another replica
 // won the race.
 func (f *fleet) putLease(ctx context.Context, d digest.Digest, etag string) (newETag string, ok bool, err error) {
+	if f.s.down() {
+		return "", false, errBucketDown
+	}
 	b, _ := json.Marshal(lease{Owner: f.self, Instance: f.instance, Expires: time.Now().Add(f.ttl)})
 	opts := minio.PutObjectOptions{ContentType: "application/json"}
 	if etag == "" {
@@ -162,7 +168,7 @@ func (f *fleet) putLease(ctx context.Context, d digest.Digest, etag string) (new
 		if isPrecondition(err) || (etag != "" && isNotFound(err)) {
 			return "", false, nil
 		}
-		return "", false, err
+		return "", false, f.s.unavailable(err)
 	}
 	return info.ETag, true, nil
 }
@@ -211,6 +217,10 @@ func (c *coordinated) fetch(ctx context.Context, off int64) (io.ReadCloser, int6
 		owned := c.owned
 		c.mu.Unlock()
 		if owned || c.alone {
+			return c.up(ctx, off)
+		}
+		if f.s.down() {
+			// No lease can be read or taken: fetch alone at once.
 			return c.up(ctx, off)
 		}
 		if err := ctx.Err(); err != nil {

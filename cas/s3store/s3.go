@@ -33,6 +33,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -108,6 +109,12 @@ type Store struct {
 	idxETag string
 	idxAt   time.Time
 	idxSF   singleflight.Group // one revalidation of index.json at a time
+	// downUntil (unix ns) is set when the bucket failed to answer: until
+	// then the fill path does not ask it (no lease, no stat, no upload
+	// attempt) but falls back at once, instead of every request waiting out
+	// the S3 client's retries.
+	downUntil atomic.Int64
+	upKick    chan struct{} // the bucket answered again: retry deferred uploads now
 }
 
 var (
@@ -152,7 +159,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{c: c, bucket: o.Bucket, prefix: o.Prefix, local: local, cache: newLocalCache(local, o.LocalCacheSize),
-		unuploaded: map[digest.Digest]int64{}, retryEvery: o.UploadRetry}
+		unuploaded: map[digest.Digest]int64{}, retryEvery: o.UploadRetry, upKick: make(chan struct{}, 1)}
 	if s.retryEvery <= 0 {
 		s.retryEvery = 30 * time.Second
 	}
@@ -275,16 +282,49 @@ func (s *Store) Stat(ctx context.Context, d digest.Digest) (int64, error) {
 	return s.statBucket(ctx, d)
 }
 
+// errBucketDown is returned without asking while the bucket is held down.
+var errBucketDown = errors.New("the bucket did not answer a moment ago (asked again after a pause)")
+
+// down reports whether the bucket failed to answer within outageHold.
+func (s *Store) down() bool { return time.Now().UnixNano() < s.downUntil.Load() }
+
+// unavailable records err when it says the bucket cannot be reached (no
+// answer, or a 5xx after the client's retries) and returns it.
+func (s *Store) unavailable(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err // the caller's own deadline says nothing about the bucket
+	}
+	if code := minio.ToErrorResponse(err).StatusCode; code == 0 || code >= 500 {
+		s.downUntil.Store(time.Now().Add(outageHold).UnixNano())
+	}
+	return err
+}
+
+// answered records that the bucket answered: a hold on it ends, and blobs
+// whose upload was deferred are offered again at once.
+func (s *Store) answered() {
+	if s.downUntil.Swap(0) != 0 {
+		select {
+		case s.upKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // statBucket asks the bucket for a blob's size.
 func (s *Store) statBucket(ctx context.Context, d digest.Digest) (int64, error) {
+	if s.down() {
+		return 0, fmt.Errorf("blob %s: %w", d, errBucketDown)
+	}
 	info, err := s.c.StatObject(ctx, s.bucket, s.key(blobKey(d)), minio.StatObjectOptions{})
 	if err != nil {
 		if isNotFound(err) {
 			s.known.Delete(d)
 			return 0, fmt.Errorf("blob %s: %w", d, cas.ErrNotFound)
 		}
-		return 0, fmt.Errorf("blob %s: %w", d, err)
+		return 0, fmt.Errorf("blob %s: %w", d, s.unavailable(err))
 	}
+	s.answered()
 	s.known.Store(d, info.Size)
 	return info.Size, nil
 }
@@ -531,7 +571,10 @@ func (s *Store) Unuploaded() int {
 // until none is left.
 func (s *Store) retryUploads() {
 	for {
-		time.Sleep(s.retryEvery)
+		select {
+		case <-time.After(s.retryEvery):
+		case <-s.upKick:
+		}
 		s.upMu.Lock()
 		todo := make(map[digest.Digest]int64, len(s.unuploaded))
 		for d, n := range s.unuploaded {
@@ -587,11 +630,13 @@ func (s *Store) upload(ctx context.Context, desc ocispec.Descriptor, body io.Rea
 	}
 	if _, err := s.statBucket(ctx, desc.Digest); err == nil {
 		return nil
+	} else if errors.Is(err, errBucketDown) {
+		return fmt.Errorf("blob %s: upload: %w", desc.Digest, err)
 	}
 	opts := minio.PutObjectOptions{ContentType: "application/octet-stream", PartSize: 64 << 20}
 	opts.SetMatchETagExcept("*")
 	if _, err := s.c.PutObject(ctx, s.bucket, s.key(blobKey(desc.Digest)), body, desc.Size, opts); err != nil && !isPrecondition(err) {
-		return fmt.Errorf("blob %s: upload: %w", desc.Digest, err)
+		return fmt.Errorf("blob %s: upload: %w", desc.Digest, s.unavailable(err))
 	}
 	s.known.Store(desc.Digest, desc.Size)
 	return nil
@@ -661,6 +706,9 @@ func (s *Store) revalidateIndex(ctx context.Context) (ocispec.Index, error) {
 	s.mu.Unlock()
 	if etag != "" {
 		info, err := s.c.StatObject(ctx, s.bucket, s.key("index.json"), minio.StatObjectOptions{})
+		if err = s.unavailable(err); err == nil {
+			s.answered()
+		}
 		// Unchanged; or the bucket cannot be reached: the names last read
 		// serve, so a replica's local copies keep answering through an
 		// outage. After a failure the bucket is asked again only after
@@ -786,10 +834,11 @@ func (s *Store) writeBatch(ctx context.Context, batch []*pendingUpdate) []error 
 			s.mu.Lock()
 			s.idx, s.idxETag, s.idxAt = idx, info.ETag, time.Now()
 			s.mu.Unlock()
+			s.answered()
 			return errs
 		}
 		if !isPrecondition(err) {
-			return fail(fmt.Errorf("index.json: %w", err))
+			return fail(fmt.Errorf("index.json: %w", s.unavailable(err)))
 		}
 		// Another replica wrote first: back off a random while, so
 		// replicas that collided do not collide again in step.

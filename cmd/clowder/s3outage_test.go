@@ -28,9 +28,11 @@ func TestS3BucketOutagePulls(t *testing.T) {
 	ep := s3test.Get(t)
 	target, _ := url.Parse(ep.URL)
 	var down atomic.Bool
+	var asked atomic.Int32 // requests the bucket got while down
 	rp := httputil.NewSingleHostReverseProxy(target)
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if down.Load() {
+			asked.Add(1)
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
@@ -61,6 +63,12 @@ local_cache_size: 1GiB
 	if d, _, err := pullThrough("http://"+p.addr, "reg/lib/cold", "1"); err != nil || d != wantCold.String() {
 		t.Errorf("cold pull, bucket down = %s, %v; want %s", d, err, wantCold)
 	}
+	// Once it failed to answer, the bucket is left alone for a while
+	// (no lease, stat or upload per blob, each with the S3 client's 5
+	// attempts): two pulls, four blobs, well under one round per blob.
+	if n := asked.Load(); n > 25 {
+		t.Errorf("the bucket got %d requests during the outage, want the fill path to stop asking after the first failures", n)
+	}
 	if !strings.Contains(p.log.String(), "manifest served but not named") {
 		t.Errorf("no warning that reg/lib/cold:1 went unnamed:\n%s", lastLines(p.log.String(), 10))
 	}
@@ -82,7 +90,14 @@ local_cache_size: 1GiB
 	if err != nil || !strings.Contains(string(idx), `"reg/lib/cold:1"`) || !strings.Contains(string(idx), wantCold.String()) {
 		t.Errorf("bucket index.json after the outage = %s, %v; want reg/lib/cold:1 -> %s", idx, err, wantCold)
 	}
-	if _, err := c.StatObject(context.Background(), s3test.Bucket, prefix+"blobs/sha256/"+wantCold.Hex, minio.StatObjectOptions{}); err != nil {
-		t.Errorf("cold manifest not in the bucket after the outage: %v", err)
+	// Its deferred upload is offered again as soon as the bucket answers.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, err := c.StatObject(context.Background(), s3test.Bucket, prefix+"blobs/sha256/"+wantCold.Hex, minio.StatObjectOptions{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cold manifest not in the bucket 15 s after the outage (deferred uploads retry every 30 s unless the bucket is seen back): %v", err)
+		}
 	}
 }
