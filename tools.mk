@@ -5,8 +5,8 @@
 # `make tools` takes seconds.
 #
 #   make tools            install/verify all of them
-#   make tool-crane       just one (crane, oras, regctl, registry, skopeo, containerd,
-#                         ollama, hfjs, seaweedfs; seaweedfs is not part of `make tools` yet)
+#   make tool-crane       just one (crane, oras, regctl, registry, skopeo, containerd, nginx,
+#                         ollama, hfjs, seaweedfs; seaweedfs is built by test-s3 and bench)
 #   make tools-env        print `export NAME=path` lines: eval "$$(make -s tools-env)"
 #   make tools-versions   print what is installed
 #   make tools-smoke      prove every client works against a loopback registry
@@ -37,19 +37,20 @@ HFJS_DIR   := $(TOOLS_BIN)/hfjs
 SKOPEO     := $(TOOLS_BIN)/skopeo
 CTR        := $(TOOLS_BIN)/ctr
 CONTAINERD := $(TOOLS_BIN)/containerd
+NGINX      := $(TOOLS_BIN)/nginx
 WEED       := $(TOOLS_BIN)/weed
 
-TOOLS_VARS := TOOLS_DIR TOOLS_BIN CRANE ORAS REGCTL REGISTRY SKOPEO CTR CONTAINERD OLLAMA HFJS_DIR WEED
+TOOLS_VARS := TOOLS_DIR TOOLS_BIN CRANE ORAS REGCTL REGISTRY SKOPEO CTR CONTAINERD NGINX OLLAMA HFJS_DIR WEED
 
 # Recipes and tests run by make see the paths in their environment.
-export TOOLS_DIR TOOLS_BIN CRANE ORAS REGCTL REGISTRY SKOPEO CTR CONTAINERD OLLAMA HFJS_DIR WEED
+export TOOLS_DIR TOOLS_BIN CRANE ORAS REGCTL REGISTRY SKOPEO CTR CONTAINERD NGINX OLLAMA HFJS_DIR WEED
 
 TOOLS_INSTALL = TOOLS_DIR='$(TOOLS_DIR)' CRANE_VERSION='$(CRANE_VERSION)' \
 	ORAS_VERSION='$(ORAS_VERSION)' REGCTL_VERSION='$(REGCTL_VERSION)' \
 	REGISTRY_VERSION='$(REGISTRY_VERSION)' OLLAMA_VERSION='$(OLLAMA_VERSION)' HFJS_VERSION='$(HFJS_VERSION)' \
 	SEAWEEDFS_VERSION='$(SEAWEEDFS_VERSION)' bash $(TOOLS_MK_DIR)/hack/install-tools.sh
 
-TOOL_NAMES := crane oras regctl registry skopeo containerd ollama hfjs seaweedfs
+TOOL_NAMES := crane oras regctl registry skopeo containerd nginx ollama hfjs seaweedfs
 
 .PHONY: tools tools-env tools-versions tools-smoke $(addprefix tool-,$(TOOL_NAMES))
 
@@ -70,6 +71,7 @@ tools-versions:
 	@echo "skopeo   $$($(SKOPEO) --version 2>/dev/null || echo missing)"
 	@echo "ctr      $$($(CTR) --version 2>/dev/null || echo missing)"
 	@echo "containerd $$($(CONTAINERD) --version 2>/dev/null || echo missing)"
+	@echo "nginx    $$($(NGINX) -v 2>&1 || echo missing)"
 	@echo "weed     $$( ($(WEED) version 2>/dev/null || echo missing) | head -n 1)"
 
 tools-smoke: tools

@@ -148,6 +148,74 @@ upstreams:
 	return startClowder(t, tl, p, filepath.Join(dir, name+".log"))
 }
 
+// startNginx runs nginx on a free loopback port, balancing round-robin over
+// reps with X-Forwarded-For set, and returns its host:port.
+func startNginx(t *testing.T, tl *tools, reps []*clowder) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{"body", "proxy", "fastcgi", "uwsgi", "scgi"} {
+		if err := os.MkdirAll(filepath.Join(dir, "tmp", d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	var servers strings.Builder
+	for _, r := range reps {
+		fmt.Fprintf(&servers, "    server %s;\n", r.addr)
+	}
+	conf := fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/tmp/body;
+  proxy_temp_path %[1]s/tmp/proxy;
+  fastcgi_temp_path %[1]s/tmp/fastcgi;
+  uwsgi_temp_path %[1]s/tmp/uwsgi;
+  scgi_temp_path %[1]s/tmp/scgi;
+  upstream clowders {
+%[2]s  }
+  server {
+    listen %[3]s;
+    client_max_body_size 0;
+    location / {
+      proxy_pass http://clowders;
+      proxy_http_version 1.1;
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_buffering off;
+    }
+  }
+}
+`, dir, servers.String(), addr)
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, "nginx", filepath.Join(dir, "nginx.log"), command(tl.nginx, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", confPath))
+	for deadline := time.Now().Add(procStartTimeout); ; time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return addr
+			}
+		}
+		if p.exited() || time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Fatalf("nginx did not start on %s:\n%s\n%s", addr, p.log(), b)
+		}
+	}
+}
+
 // fetchBlob GETs a blob and returns the sha256 of the body.
 func fetchBlob(ctx context.Context, addr, repo, dgst string) (string, int64, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/"+repo+"/blobs/"+dgst, nil)
@@ -362,6 +430,64 @@ func TestFleet(t *testing.T) {
 		}
 		if gets, _, _ := link.stats(lostDigest); gets != 2 {
 			t.Errorf("upstream GETs %d, want 2 (the holder's and the fallback)", gets)
+		}
+	})
+
+	// Two replicas with auth behind a real nginx balancing round-robin:
+	// crane logs in once (a token from whichever replica answered /token)
+	// and pulls with requests spread over both; X-Forwarded-For from nginx
+	// names the client in each replica's access log (trusted_proxies).
+	t.Run("BehindNginx", func(t *testing.T) {
+		auth := `auth:
+  tokens: [{user: ci, token: fleet-token-0123456789}]
+  rules: [{names: ["up/*"], users: [ci], actions: [pull]}]
+trusted_proxies: [127.0.0.1]
+`
+		lbReps := []*clowder{
+			startReplica(t, tl, s3, bucket, link.addr, "lb-a", auth),
+			startReplica(t, tl, s3, bucket, link.addr, "lb-b", auth),
+		}
+		lb := startNginx(t, tl, lbReps)
+		env := []string{"HOME=" + t.TempDir(), "DOCKER_CONFIG=" + t.TempDir()}
+		command(tl.crane, "auth", "login", lb, "-u", "ci", "-p", "fleet-token-0123456789").withEnv(env...).must(t)
+		want := strings.TrimSpace(command(tl.crane, "digest", "--insecure", reg.addr+"/fleet/fan:t1").must(t))
+		for i := range 4 {
+			if got := strings.TrimSpace(command(tl.crane, "digest", "--insecure", lb+"/up/fleet/fan:t1").withEnv(env...).must(t)); got != want {
+				t.Fatalf("crane digest #%d through nginx = %s, want %s", i, got, want)
+			}
+		}
+		command(tl.crane, "pull", "--insecure", lb+"/up/fleet/fan:t1", filepath.Join(t.TempDir(), "img.tar")).withEnv(env...).must(t)
+		for i, r := range lbReps {
+			ok := 0
+			for _, l := range logLines(t, r.p.logPath) {
+				if l["message"] == "request" && strings.HasPrefix(str(l, "path"), "/v2/up/") && l["status"] == float64(200) {
+					ok++
+				}
+			}
+			if ok == 0 {
+				t.Errorf("replica %d answered no authenticated request through nginx: a token from one replica must be taken by the other", i)
+			}
+		}
+
+		req, _ := http.NewRequest(http.MethodGet, "http://"+lb+"/v2/", nil)
+		req.Header.Set("X-Forwarded-For", "198.51.100.7")
+		for range 2 { // one to each replica
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		seen := 0
+		for _, r := range lbReps {
+			for _, l := range logLines(t, r.p.logPath) {
+				if l["message"] == "request" && str(l, "path") == "/v2/" && str(l, "client") == "198.51.100.7" {
+					seen++
+				}
+			}
+		}
+		if seen == 0 {
+			t.Errorf("no access log line with client 198.51.100.7 (X-Forwarded-For through nginx, trusted_proxies)")
 		}
 	})
 

@@ -26,8 +26,8 @@ const (
 
 // tools are the absolute paths of the binaries the tests drive.
 type tools struct {
-	clowder, crane, oras, regctl, registry, skopeo, ctr, containerd string
-	hack                                                            string // the repo's hack/ directory
+	clowder, crane, oras, regctl, registry, skopeo, ctr, containerd, nginx string
+	hack                                                                   string // the repo's hack/ directory
 }
 
 // needTools skips unless CLOWDER_E2E is set; then every tool must exist.
@@ -67,6 +67,7 @@ func needTools(t *testing.T) *tools {
 		skopeo:     find("SKOPEO", "skopeo"),
 		ctr:        find("CTR", "ctr"),
 		containerd: find("CONTAINERD", "containerd"),
+		nginx:      find("NGINX", "nginx"),
 	}
 	hack, err := filepath.Abs(filepath.Join("..", "hack"))
 	if err != nil {

@@ -161,12 +161,20 @@ apt_install() {
 	fi
 }
 
+# sys_bin NAME: the packaged binary's path (/usr/bin, else /usr/sbin), or "".
+sys_bin() {
+	local d
+	for d in /usr/bin /usr/sbin; do
+		[[ -x "$d/$1" ]] && { echo "$d/$1"; return; }
+	done
+}
+
 # apt_tool PACKAGE BINARY...: ensure the binaries exist, link them into bin/.
 apt_tool() {
 	local pkg=$1; shift
 	local b missing=
 	for b in "$@"; do
-		[[ -x "/usr/bin/$b" ]] || missing=1
+		[[ -n "$(sys_bin "$b")" ]] || missing=1
 	done
 	if [[ -n "$missing" ]]; then
 		log "$pkg: apt-get install $pkg"
@@ -175,8 +183,8 @@ apt_tool() {
 		log "$pkg: already installed ($(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || echo '?'))"
 	fi
 	for b in "$@"; do
-		[[ -x "/usr/bin/$b" ]] || { log "$pkg: /usr/bin/$b missing after install"; return 1; }
-		link "$b" "/usr/bin/$b"
+		[[ -n "$(sys_bin "$b")" ]] || { log "$pkg: $b missing after install"; return 1; }
+		link "$b" "$(sys_bin "$b")"
 	done
 }
 
@@ -200,8 +208,10 @@ install_one() {
 		github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0 ;;
 	skopeo) apt_tool skopeo skopeo ;;
 	containerd) apt_tool containerd containerd ctr ;;
+	# nginx: the load balancer in front of the fleet e2e (and bench's baseline).
+	nginx) apt_tool nginx nginx ;;
 	go) for t in crane oras regctl registry conformance; do install_one "$t"; done ;;
-	apt) for t in skopeo containerd; do install_one "$t"; done ;;
+	apt) for t in skopeo containerd nginx; do install_one "$t"; done ;;
 	all) install_one go; install_one apt; install_one ollama; install_one hfjs ;;
 	*) log "unknown tool: $1"; return 2 ;;
 	esac
