@@ -551,7 +551,7 @@ func TestMaxUploadSizeHTTP(t *testing.T) {
 // had, and a slow but steady body is not cut however long it runs.
 func TestUploadBodyIdle(t *testing.T) {
 	e := newGuardedEnv(t, "", nil, proxy.Options{})
-	srv := httptest.NewServer(server.New(e.proxy, zerolog.Nop(), server.Options{Hosted: e.hs, BodyIdleTimeout: 300 * time.Millisecond}))
+	srv := httptest.NewServer(server.New(e.proxy, zerolog.Nop(), server.Options{Hosted: e.hs, BodyIdleTimeout: time.Second}))
 	t.Cleanup(srv.Close)
 	start := func() string {
 		resp, err := http.Post(srv.URL+"/v2/local/slow/blobs/uploads/", "", nil)
@@ -578,7 +578,7 @@ func TestUploadBodyIdle(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	if took := time.Since(began); resp.StatusCode != http.StatusRequestTimeout || ociCode(t, b) != "BLOB_UPLOAD_INVALID" || took > 5*time.Second {
-		t.Fatalf("silent body = %d %s after %v, want 408 BLOB_UPLOAD_INVALID soon after 300 ms", resp.StatusCode, b, took)
+		t.Fatalf("silent body = %d %s after %v, want 408 BLOB_UPLOAD_INVALID soon after 1 s", resp.StatusCode, b, took)
 	}
 	st, err := http.Get(srv.URL + loc)
 	if err != nil {
@@ -589,12 +589,12 @@ func TestUploadBodyIdle(t *testing.T) {
 		t.Errorf("upload status after the cut = %d Range %q, want 204 with nothing kept of the cut chunk", st.StatusCode, st.Header.Get("Range"))
 	}
 
-	// A body that keeps sending (every 100 ms, 1.2 s in all) is not cut.
+	// A body that keeps sending (every 150 ms, 1.8 s in all) is not cut.
 	data := bytes.Repeat([]byte("s"), 12)
 	pr, pw := io.Pipe()
 	go func() {
 		for _, c := range data {
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(150 * time.Millisecond)
 			pw.Write([]byte{c})
 		}
 		pw.Close()

@@ -189,22 +189,7 @@ func TestS3LocalCache(t *testing.T) {
 // answer it is not asked again for a while, so requests do not each wait
 // out the S3 client's retries.
 func TestS3NamesThroughBucketOutage(t *testing.T) {
-	target, err := url.Parse(s3test.Get(t).URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var down atomic.Bool
-	var asked atomic.Int32
-	rp := httputil.NewSingleHostReverseProxy(target)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if down.Load() {
-			asked.Add(1)
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	defer front.Close()
+	front := s3test.NewFront(t, s3test.Get(t))
 	s := openStore(t, freshBucket(), s3store.Options{Endpoint: front.URL})
 	ctx := context.Background()
 	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("outage"), Size: 6}
@@ -218,11 +203,11 @@ func TestS3NamesThroughBucketOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second) // past the index's freshness
-	down.Store(true)
+	front.Down.Store(true)
 	if got, err := s.Resolve(ctx, "outage:v1"); err != nil || got.Digest != desc.Digest {
 		t.Errorf("Resolve with the bucket down = %v, %v; want the name last read (%s)", got.Digest, err, desc.Digest)
 	}
-	first := asked.Load()
+	first := front.Asked.Load()
 	if first == 0 {
 		t.Fatalf("the bucket was not asked at all past the index's freshness")
 	}
@@ -233,7 +218,7 @@ func TestS3NamesThroughBucketOutage(t *testing.T) {
 			t.Fatalf("Resolve with the bucket down = %v, %v", got.Digest, err)
 		}
 	}
-	if n := asked.Load(); n != first {
+	if n := front.Asked.Load(); n != first {
 		t.Errorf("resolves over 1.2 s after the bucket failed asked it %d more times, want none (outage hold)", n-first)
 	}
 }

@@ -4,12 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,19 +22,7 @@ import (
 // takes them and their names written on the next pull once it is back.
 func TestS3BucketOutagePulls(t *testing.T) {
 	ep := s3test.Get(t)
-	target, _ := url.Parse(ep.URL)
-	var down atomic.Bool
-	var asked atomic.Int32 // requests the bucket got while down
-	rp := httputil.NewSingleHostReverseProxy(target)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if down.Load() {
-			asked.Add(1)
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	defer front.Close()
+	front := s3test.NewFront(t, ep)
 	reg := testutil.NewRegistry(t, testutil.RegistryOptions{})
 	testutil.PushImage(t, reg.DirectHost, "lib/warm", "1", 1, 4096)
 	cold := testutil.PushImage(t, reg.DirectHost, "lib/cold", "1", 1, 4096)
@@ -56,7 +40,7 @@ local_cache_size: 1GiB
 		t.Fatalf("warm pull: %v", err)
 	}
 
-	down.Store(true)
+	front.Down.Store(true)
 	if _, _, err := pullThrough("http://"+p.addr, "reg/lib/warm", "1"); err != nil {
 		t.Errorf("warm pull, bucket down: %v", err)
 	}
@@ -66,17 +50,18 @@ local_cache_size: 1GiB
 	// Once it failed to answer, the bucket is left alone for a while
 	// (no lease, stat or upload per blob, each with the S3 client's 5
 	// attempts): two pulls, four blobs, well under one round per blob.
-	if n := asked.Load(); n > 25 {
+	if n := front.Asked.Load(); n > 25 {
 		t.Errorf("the bucket got %d requests during the outage, want the fill path to stop asking after the first failures", n)
 	}
 	if !strings.Contains(p.log.String(), "manifest served but not named") {
 		t.Errorf("no warning that reg/lib/cold:1 went unnamed:\n%s", lastLines(p.log.String(), 10))
 	}
 
-	down.Store(false)
+	front.Down.Store(false)
 	if _, _, err := pullThrough("http://"+p.addr, "reg/lib/cold", "1"); err != nil {
 		t.Fatalf("cold pull, bucket back: %v", err)
 	}
+	target, _ := url.Parse(ep.URL)
 	c, err := minio.New(target.Host, &minio.Options{Creds: s3creds.NewStaticV4(ep.AccessKey, ep.SecretKey, "")})
 	if err != nil {
 		t.Fatal(err)

@@ -10,10 +10,13 @@ package s3test
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/johannesboyne/gofakes3"
@@ -89,4 +92,34 @@ func makeBucket(ep Endpoint) error {
 		return err
 	}
 	return nil
+}
+
+// Front is a reverse proxy in front of an engine that can play an outage:
+// while Down is set every request is answered 503 and counted in Asked.
+type Front struct {
+	URL   string
+	Down  atomic.Bool
+	Asked atomic.Int32
+}
+
+// NewFront starts a Front before ep, closed when the test ends.
+func NewFront(t testing.TB, ep Endpoint) *Front {
+	t.Helper()
+	target, err := url.Parse(ep.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Front{}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f.Down.Load() {
+			f.Asked.Add(1)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	f.URL = srv.URL
+	return f
 }
