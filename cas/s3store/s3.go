@@ -682,7 +682,10 @@ func (s *Store) readIndex(ctx context.Context) (ocispec.Index, string, error) {
 // by ETag, by one request at a time: the others wait for its answer).
 func (s *Store) index(ctx context.Context) (ocispec.Index, error) {
 	s.mu.Lock()
-	if s.idxETag != "" && time.Now().Before(s.idxAt.Add(indexFresh)) {
+	// Fresh, or the bucket failed to answer a moment ago: the names last
+	// read serve, so local copies keep answering through an outage
+	// without each request waiting out the S3 client's retries.
+	if s.idxETag != "" && (time.Since(s.idxAt) < indexFresh || s.down()) {
 		idx := s.idx
 		s.mu.Unlock()
 		return idx, nil
@@ -709,17 +712,11 @@ func (s *Store) revalidateIndex(ctx context.Context) (ocispec.Index, error) {
 		if err = s.unavailable(err); err == nil {
 			s.answered()
 		}
-		// Unchanged; or the bucket cannot be reached: the names last read
-		// serve, so a replica's local copies keep answering through an
-		// outage. After a failure the bucket is asked again only after
-		// outageHold, so requests do not each wait out the S3 client's
-		// retries.
+		// Unchanged; or the bucket cannot be reached (it is then held
+		// down, see index): the names last read serve.
 		if (err == nil && info.ETag == etag) || (err != nil && !isNotFound(err) && ctx.Err() == nil) {
 			s.mu.Lock()
 			s.idxAt = time.Now()
-			if err != nil {
-				s.idxAt = s.idxAt.Add(outageHold)
-			}
 			idx := s.idx
 			s.mu.Unlock()
 			return idx, nil
