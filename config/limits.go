@@ -52,19 +52,29 @@ func (c *Config) TrustedProxyPrefixes() []netip.Prefix {
 }
 
 func parseTrustedProxy(s string) (netip.Prefix, error) {
+	p, ok := parsePrefixOrAddr(s)
+	switch {
+	case !ok:
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or an IP address", s)
+	case p.Bits() == 0:
+		return netip.Prefix{}, fmt.Errorf("%q would trust every peer's X-Forwarded-For: name the balancers' addresses or subnet", s)
+	}
+	return p, nil
+}
+
+// parsePrefixOrAddr reads a CIDR or an IP address (bracketed or not, no
+// zone) as a prefix: an address is a one-address prefix.
+func parsePrefixOrAddr(s string) (netip.Prefix, bool) {
 	s = strings.TrimSpace(s)
 	if p, err := netip.ParsePrefix(s); err == nil {
-		if p.Bits() == 0 {
-			return netip.Prefix{}, fmt.Errorf("%q would trust every peer's X-Forwarded-For: name the balancers' addresses or subnet", s)
-		}
-		return p.Masked(), nil
+		return p.Masked(), true
 	}
 	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
 	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or an IP address", s)
+		return netip.Prefix{}, false
 	}
 	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	return netip.PrefixFrom(a, a.BitLen()), true
 }
 
 func (c *Config) validateLimits() error {
@@ -87,14 +97,10 @@ func (c *Config) validateLimits() error {
 // validAllowEntry mirrors upstream.ParseAllowEntry (config cannot import
 // upstream): a CIDR, an IP, a host name or *.domain.
 func validAllowEntry(s string) bool {
-	s = strings.TrimSpace(s)
-	if _, err := netip.ParsePrefix(s); err == nil {
+	if _, ok := parsePrefixOrAddr(s); ok {
 		return true
 	}
-	if ip, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil && ip.Zone() == "" {
-		return true
-	}
-	return ValidHostName(strings.TrimPrefix(s, "*."))
+	return ValidHostName(strings.TrimPrefix(strings.TrimSpace(s), "*."))
 }
 
 // ValidHostName reports whether s is a DNS host name (labels of letters,

@@ -49,9 +49,14 @@ const SizeHeader = "X-Clowder-Size"
 
 // FleetKey derives the key replicas sign their requests to each other with
 // from the bucket credentials they all share.
-func FleetKey(secretKey string) []byte {
+func FleetKey(secretKey string) []byte { return SharedKey(secretKey, "clowder fleet v1") }
+
+// SharedKey derives a key for one purpose from the bucket secret every
+// replica of a store holds, so replicas agree on it without configuring
+// it (fleet requests, issued tokens).
+func SharedKey(secretKey, purpose string) []byte {
 	m := hmac.New(sha256.New, []byte(secretKey))
-	m.Write([]byte("clowder fleet v1"))
+	m.Write([]byte(purpose))
 	return m.Sum(nil)
 }
 

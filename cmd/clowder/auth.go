@@ -1,12 +1,11 @@
 package main
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"fmt"
 	"os"
 	"time"
 
+	"github.com/clowder-dev/clowder/cas/s3store"
 	"github.com/clowder-dev/clowder/config"
 	"github.com/clowder-dev/clowder/server"
 )
@@ -23,9 +22,7 @@ func newAuth(cfg *config.Config) (*server.Auth, error) {
 	}
 	secret := []byte(c.TokenSecret)
 	if len(secret) == 0 && cfg.Storage.Type == config.StorageS3 {
-		m := hmac.New(sha256.New, []byte(cfg.Storage.S3.SecretKey))
-		m.Write([]byte("clowder token v1"))
-		secret = m.Sum(nil)
+		secret = s3store.SharedKey(cfg.Storage.S3.SecretKey, "clowder token v1")
 	}
 	ac := server.AuthConfig{
 		Users:      map[string]string{},
